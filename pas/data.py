@@ -1,0 +1,340 @@
+"""PAPI data: the IPIP-NEO item bank and subjects' answers.
+
+Stage 1 of the pipeline. Everything downstream works on :class:`ItemBank` and
+:class:`Subject`; nothing else reads files. PAPI's protocol: the 120 items of the
+short IPIP-NEO-120 form are what is known about a person (training items), the
+other 180 are held out (test items). An answer of 0 means the person skipped the
+item: it is *missing*, recorded in ``Subject.missing`` and never scored.
+
+Data directory resolution: explicit argument, else ``$PAPI_DATA_DIR``, else
+``./papi`` (see ``papi_data/README.md`` for the layout).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOMAINS: tuple[str, ...] = ("O", "C", "E", "A", "N")
+N_OPTIONS = 5  # 1 Very Inaccurate .. 5 Very Accurate
+DEFAULT_DATA_DIR = "papi"
+DATA_DIR_ENV = "PAPI_DATA_DIR"
+
+
+class PapiDataError(ValueError):
+    """Malformed PAPI input; the message names the file, subject and item."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One IPIP-NEO item. ``id`` is 1..300; ``ipip120`` its short-form number or None."""
+
+    id: int
+    ipip120: int | None
+    domain: str
+    facet: str
+    facet_name: str
+    keyed: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ItemBank:
+    """The inventory: items in id order, and PAPI's train (short form) / test split."""
+
+    items: tuple[Item, ...]
+
+    def __post_init__(self) -> None:
+        ids = [it.id for it in self.items]
+        if len(set(ids)) != len(ids):
+            raise PapiDataError(f"duplicate item ids in item bank: {sorted(i for i in ids if ids.count(i) > 1)[:5]}")
+
+    @property
+    def by_id(self) -> dict[int, Item]:
+        return {it.id: it for it in self.items}
+
+    @property
+    def train_ids(self) -> tuple[int, ...]:
+        """The IPIP-NEO-120 items: a subject's known answers."""
+        return tuple(it.id for it in self.items if it.ipip120 is not None)
+
+    @property
+    def test_ids(self) -> tuple[int, ...]:
+        """The other items: held out, predicted by the model."""
+        return tuple(it.id for it in self.items if it.ipip120 is None)
+
+    def domains_of(self, ids: Iterable[int]) -> list[str]:
+        by_id = self.by_id
+        return [by_id[i].domain for i in ids]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One person's answers. ``answers`` holds only real answers (1..5); skipped items are in ``missing``."""
+
+    case: str
+    answers: Mapping[int, int]
+    missing: frozenset[int] = frozenset()
+    description: str | None = field(default=None, compare=False)
+
+    def answered(self, ids: Iterable[int]) -> dict[int, int]:
+        """The subject's answers to ``ids``, missing ones left out."""
+        return {i: self.answers[i] for i in ids if i in self.answers}
+
+
+# ---------------------------------------------------------------- data dir
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Explicit argument, else ``$PAPI_DATA_DIR``, else ``./papi``; it must exist."""
+    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        how = "argument" if data_dir is not None else (f"${DATA_DIR_ENV}" if DATA_DIR_ENV in os.environ else "default")
+        raise PapiDataError(
+            f"PAPI data directory {str(path)!r} (from {how}) does not exist; pass --data-dir or set {DATA_DIR_ENV}"
+        )
+    return path
+
+
+# ---------------------------------------------------------------- items
+
+
+_ITEM_COLUMNS = ("item", "ipip120", "domain", "facet", "facet_name", "keyed", "text")
+
+
+def load_items(data_dir: str | os.PathLike | None = None) -> ItemBank:
+    """Load the item bank from ``items.csv`` or PAPI's ``original/IPIP-NEO-ItemKey.xls``."""
+    root = resolve_data_dir(data_dir)
+    csv_path = root / "items.csv"
+    if csv_path.exists():
+        return _items_from_csv(csv_path)
+    for xls in (root / "IPIP-NEO-ItemKey.xls", root / "original" / "IPIP-NEO-ItemKey.xls"):
+        if xls.exists():
+            return _items_from_xls(xls)
+    raise PapiDataError(f"no items.csv or IPIP-NEO-ItemKey.xls in {root}")
+
+
+def _items_from_csv(path: Path) -> ItemBank:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PapiDataError(f"{path}: cannot read items table: {e}") from e
+    if not rows:
+        raise PapiDataError(f"{path}: items table is empty")
+    absent = [c for c in _ITEM_COLUMNS if c not in rows[0]]
+    if absent:
+        raise PapiDataError(f"{path}: missing columns {absent} (need {list(_ITEM_COLUMNS)})")
+    items = []
+    for n, r in enumerate(rows, start=2):
+        where = f"{path}: line {n}"
+        items.append(
+            _make_item(where, r["item"], r["ipip120"], r["domain"], r["facet"], r["facet_name"], r["keyed"], r["text"])
+        )
+    return ItemBank(tuple(sorted(items, key=lambda it: it.id)))
+
+
+def _items_from_xls(path: Path) -> ItemBank:
+    import pandas as pd
+
+    try:
+        df = pd.read_excel(path)
+    except Exception as e:  # xlrd raises many kinds
+        raise PapiDataError(f"{path}: cannot read item key spreadsheet: {e}") from e
+    need = ["Full#", "Short#", "Sign", "Key", "Facet", "Item"]
+    absent = [c for c in need if c not in df.columns]
+    if absent:
+        raise PapiDataError(f"{path}: missing columns {absent} (need {need})")
+    items = []
+    for n, r in df.iterrows():
+        short = r["Short#"]
+        short = "" if (isinstance(short, float) and math.isnan(short)) else str(int(short))
+        key = str(r["Key"])
+        sign = str(r["Sign"])[:1]
+        items.append(_make_item(f"{path}: row {n + 2}", r["Full#"], short, key[:1], key, r["Facet"], sign, r["Item"]))
+    return ItemBank(tuple(sorted(items, key=lambda it: it.id)))
+
+
+def _make_item(where: str, item, ipip120, domain, facet, facet_name, keyed, text) -> Item:
+    try:
+        item_id = int(item)
+        short = int(ipip120) if str(ipip120).strip() not in ("", "nan") else None
+    except (TypeError, ValueError) as e:
+        raise PapiDataError(f"{where}: item number {item!r} / ipip120 {ipip120!r} is not an integer") from e
+    domain = str(domain).strip()
+    if domain not in DOMAINS:
+        raise PapiDataError(f"{where}: item {item_id} has domain {domain!r}, expected one of {DOMAINS}")
+    if str(keyed).strip() not in ("+", "-"):
+        raise PapiDataError(f"{where}: item {item_id} has keyed {keyed!r}, expected '+' or '-'")
+    if not str(text).strip():
+        raise PapiDataError(f"{where}: item {item_id} has no text")
+    return Item(item_id, short, domain, str(facet).strip(), str(facet_name).strip(), str(keyed).strip(), str(text).strip())
+
+
+# ---------------------------------------------------------------- subjects
+
+
+def load_subjects(
+    data_dir: str | os.PathLike | None = None,
+    bank: ItemBank | None = None,
+    *,
+    source: str | os.PathLike | None = None,
+    with_descriptions: bool = True,
+) -> list[Subject]:
+    """Load and validate subjects.
+
+    ``source`` defaults to ``subjects.json`` (PAPI test-set JSON) in the data dir, else
+    any ``*.parquet`` there (the Hugging Face PAPI-300K layout, read with ``datasets``),
+    else a ``datasets.save_to_disk`` folder ``subjects/``. A hub id such as
+    ``WestlakeNLP/PAPI-300K`` is passed to ``datasets.load_dataset`` (needs network).
+    Descriptions from ``personality_descriptions.json`` are attached when present.
+    """
+    root = resolve_data_dir(data_dir)
+    bank = bank or load_items(root)
+    records, origin = _read_subject_records(root, source)
+    subjects = parse_subjects(records, bank, origin)
+    desc_path = root / "personality_descriptions.json"
+    if with_descriptions and desc_path.exists():
+        descriptions = load_descriptions(desc_path)
+        subjects = [
+            Subject(s.case, s.answers, s.missing, descriptions.get(s.case)) for s in subjects
+        ]
+    return subjects
+
+
+def _read_subject_records(root: Path, source) -> tuple[list[Mapping], str]:
+    if source is not None and not Path(source).exists() and "/" in str(source) and not str(source).startswith((".", "/")):
+        import datasets
+
+        ds = datasets.load_dataset(str(source), split="train")
+        return list(ds), str(source)
+    path = Path(source) if source is not None else None
+    if path is None:
+        for cand in (root / "subjects.json", *sorted(root.glob("*.parquet")), root / "subjects"):
+            if cand.exists():
+                path = cand
+                break
+        else:
+            raise PapiDataError(f"no subjects.json, *.parquet or subjects/ dataset folder in {root}")
+    if path.suffix == ".json":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PapiDataError(f"{path}: cannot read subjects JSON: {e}") from e
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise PapiDataError(f"{path}: expected a JSON list of subject objects")
+        return data, str(path)
+    import datasets
+
+    try:
+        if path.suffix == ".parquet":
+            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        else:
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"]
+    except Exception as e:
+        raise PapiDataError(f"{path}: cannot read subjects dataset: {e}") from e
+    return list(ds), str(path)
+
+
+def parse_subjects(records: Sequence[Mapping], bank: ItemBank, origin: str = "<records>") -> list[Subject]:
+    """Validate raw records (``case`` plus ``i<N>`` answers) into :class:`Subject` objects."""
+    known_ids = set(bank.by_id)
+    train_ids = bank.train_ids
+    seen: set[str] = set()
+    subjects = []
+    for n, rec in enumerate(records):
+        if "case" not in rec:
+            raise PapiDataError(f"{origin}: record {n} has no 'case' (subject id) field")
+        case = str(rec["case"])
+        if case in seen:
+            raise PapiDataError(f"{origin}: duplicate subject id {case!r}")
+        seen.add(case)
+        answers, missing = {}, set()
+        for key, value in rec.items():
+            if not (isinstance(key, str) and key[:1] == "i" and key[1:].isdigit()):
+                continue
+            item = int(key[1:])
+            if item not in known_ids:
+                raise PapiDataError(f"{origin}: subject {case}: unknown item {key!r} (not in the item bank)")
+            answer = _answer_value(value, origin, case, key)
+            if answer == 0:
+                missing.add(item)
+            else:
+                answers[item] = answer
+        absent = known_ids - answers.keys() - missing
+        if absent:
+            raise PapiDataError(f"{origin}: subject {case}: no column for items {sorted(absent)[:10]}")
+        if not any(i in answers for i in train_ids):
+            raise PapiDataError(f"{origin}: subject {case}: no known (IPIP-NEO-120) answers, all missing")
+        subjects.append(Subject(case, answers, frozenset(missing)))
+    if not subjects:
+        raise PapiDataError(f"{origin}: no subjects")
+    return subjects
+
+
+def _answer_value(value, origin: str, case: str, key: str) -> int:
+    if isinstance(value, bool) or value is None:
+        raise PapiDataError(f"{origin}: subject {case}: item {key}: answer {value!r} is not an integer 0..5")
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise PapiDataError(f"{origin}: subject {case}: item {key}: answer {value!r} is not an integer 0..5") from None
+    if not as_float.is_integer() or not 0 <= as_float <= N_OPTIONS:
+        raise PapiDataError(f"{origin}: subject {case}: item {key}: answer {value!r} is outside 0..5")
+    return int(as_float)
+
+
+def load_descriptions(path: str | os.PathLike) -> dict[str, str]:
+    """``personality_descriptions.json``: a list of {case, description}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PapiDataError(f"{path}: cannot read descriptions: {e}") from e
+    if not isinstance(data, list):
+        raise PapiDataError(f"{path}: expected a JSON list of {{case, description}} objects")
+    out = {}
+    for n, rec in enumerate(data):
+        if not isinstance(rec, dict) or "case" not in rec or not isinstance(rec.get("description"), str):
+            raise PapiDataError(f"{path}: record {n} needs 'case' and a string 'description'")
+        case = str(rec["case"])
+        if case in out:
+            raise PapiDataError(f"{path}: duplicate description for subject {case!r}")
+        out[case] = rec["description"]
+    return out
+
+
+def select_subjects(subjects: Sequence[Subject], cases: Sequence[str] | None = None, first: int | None = None) -> list[Subject]:
+    """Pick subjects by id (in the order given) or the first ``first``; unknown ids raise."""
+    if cases:
+        by_case = {s.case: s for s in subjects}
+        unknown = [c for c in cases if str(c) not in by_case]
+        if unknown:
+            raise PapiDataError(f"unknown subject ids {unknown}; e.g. {[s.case for s in subjects[:5]]}")
+        return [by_case[str(c)] for c in cases]
+    return list(subjects[:first] if first else subjects)
+
+
+@dataclass(frozen=True)
+class PapiData:
+    """Items and subjects of one data dir."""
+
+    bank: ItemBank
+    subjects: tuple[Subject, ...]
+    root: Path
+
+
+def load_papi(data_dir: str | os.PathLike | None = None) -> PapiData:
+    """Load the item bank and all subjects of a data dir."""
+    root = resolve_data_dir(data_dir)
+    bank = load_items(root)
+    return PapiData(bank, tuple(load_subjects(root, bank)), root)

@@ -1,0 +1,121 @@
+"""Per-subject probes and steering directions (stage 4).
+
+Labels come from the subject's answers: 4-5 make the "A" (Very Accurate) prompt the
+positive example, 1-2 the "E" prompt; 3 and missing answers are skipped. Per head a
+logistic-regression probe is fitted on a seeded split *by item* (both prompts of an
+item on the same side); heads are ranked by held-out accuracy and the top K kept.
+Direction = centre of mass (mean positive - mean negative), normalised; sigma = std
+of the activations' projections on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .activations import HeadActivations
+
+
+class NotEnoughAnswersError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ContrastSet:
+    """Labelled head activations: ``x [M, L, H, D]``, ``y [M]`` (1 = agrees with the subject), ``group [M]`` item id."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    group: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Top-K heads with their probe accuracy, unit direction ``[K, D]`` and sigma ``[K]``."""
+
+    heads: tuple[tuple[int, int], ...]
+    accuracies: tuple[float, ...]
+    vectors: torch.Tensor
+    sigmas: torch.Tensor
+
+
+def contrast_set(acts: HeadActivations, answers: Mapping[int, int]) -> ContrastSet:
+    """Label the contrastive activations with a subject's answers."""
+    xs, ys, groups = [], [], []
+    for n, item in enumerate(acts.item_ids):
+        a = answers.get(item)
+        if a is None or a == 3:
+            continue
+        agree_with_a = a >= 4
+        xs += [acts.acts[n, 0], acts.acts[n, 1]]
+        ys += [int(agree_with_a), int(not agree_with_a)]
+        groups += [item, item]
+    if len(set(ys)) < 2 or len(groups) < 8:
+        raise NotEnoughAnswersError(
+            f"only {len(groups) // 2} items with a non-neutral answer; PAS needs at least 4 answers of 1-2 or 4-5"
+        )
+    return ContrastSet(torch.stack(xs), torch.tensor(ys), torch.tensor(groups))
+
+
+def split_by_item(groups: torch.Tensor, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation row indices with every item's rows on one side."""
+    items = np.unique(groups.numpy())
+    rng = np.random.default_rng(seed)
+    rng.shuffle(items)
+    n_val = max(1, int(round(len(items) * val_fraction)))
+    val_items = set(items[:n_val].tolist())
+    is_val = np.array([g in val_items for g in groups.tolist()])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+ProbeFitter = Callable[[ContrastSet, np.ndarray, np.ndarray, int], torch.Tensor]
+
+
+def sklearn_probe_accuracies(data: ContrastSet, train: np.ndarray, val: np.ndarray, seed: int) -> torch.Tensor:
+    """Held-out accuracy ``[L, H]`` of one scikit-learn logistic regression per head."""
+    from sklearn.linear_model import LogisticRegression
+
+    _, n_layers, n_heads, _ = data.x.shape
+    x, y = data.x.numpy(), data.y.numpy()
+    acc = torch.zeros(n_layers, n_heads)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            clf = LogisticRegression(max_iter=1000, random_state=seed)
+            clf.fit(x[train, layer, head], y[train])
+            acc[layer, head] = float(clf.score(x[val, layer, head], y[val]))
+    return acc
+
+
+def top_heads(acc: torch.Tensor, k: int) -> list[tuple[int, int]]:
+    """The ``k`` heads of highest accuracy; ties broken by (layer, head) order, so selection is deterministic."""
+    n_heads = acc.shape[1]
+    flat = acc.flatten()
+    order = sorted(range(flat.numel()), key=lambda i: (-float(flat[i]), i))
+    return [(i // n_heads, i % n_heads) for i in order[:k]]
+
+
+def center_of_mass(data: ContrastSet, heads: list[tuple[int, int]], rows: np.ndarray | None = None):
+    """Unit mean-difference direction ``[K, D]`` and projection std ``[K]`` per head."""
+    x, y = (data.x, data.y) if rows is None else (data.x[rows], data.y[rows])
+    vecs, sigmas = [], []
+    for layer, head in heads:
+        h = x[:, layer, head].double()
+        d = h[y == 1].mean(0) - h[y == 0].mean(0)
+        d = d / d.norm().clamp_min(1e-12)
+        vecs.append(d.float())
+        sigmas.append(float((h @ d).std()))
+    return torch.stack(vecs), torch.tensor(sigmas)
+
+
+def find_directions(acts: HeadActivations, answers: Mapping[int, int], *, k: int = 24, val_fraction: float = 0.3,
+                    seed: int = 0, probe: ProbeFitter = sklearn_probe_accuracies) -> Directions:
+    """Probe every head on ``answers``, keep the top ``k``, and compute their directions."""
+    data = contrast_set(acts, answers)
+    train, val = split_by_item(data.group, val_fraction, seed)
+    acc = probe(data, train, val, seed)
+    heads = top_heads(acc, k)
+    vecs, sigmas = center_of_mass(data, heads)
+    return Directions(tuple(heads), tuple(float(acc[l, h]) for l, h in heads), vecs, sigmas)

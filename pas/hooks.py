@@ -1,0 +1,128 @@
+"""Adding per-head offsets to attention outputs with forward pre-hooks.
+
+The offsets enter the input of each layer's attention output projection (the
+concatenated head outputs), so through ``W_o`` they reach the residual stream.
+The model's modules are never replaced or patched: removing the handle leaves a
+model that computes bit-identical logits.
+
+Position gating: ``start`` steers only sequence positions ``>= start`` (absolute
+index in the padded sequence, KV cache included: e.g. the prompt length to steer
+only generated tokens); ``last_only`` steers only the last position of each forward
+call (the position that predicts the next token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .adapter import o_proj_modules
+
+
+@dataclass
+class _PositionState:
+    offset: int = 0  # tokens already in the KV cache when the current forward started
+
+
+def _past_length(kwargs: dict) -> int:
+    pkv = kwargs.get("past_key_values")
+    if pkv is not None and hasattr(pkv, "get_seq_length"):
+        return int(pkv.get_seq_length())
+    cache_position = kwargs.get("cache_position")
+    if cache_position is not None and cache_position.numel():
+        return int(cache_position.reshape(-1)[0])
+    return 0
+
+
+@dataclass
+class SteeringHandle:
+    """Live hooks on a model. ``remove()`` (or leaving the ``with`` block) takes them all off."""
+
+    handles: list = field(default_factory=list)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def __enter__(self) -> SteeringHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def add_offsets(
+    model: nn.Module,
+    offsets: torch.Tensor,
+    *,
+    start: int | None = None,
+    last_only: bool = False,
+    rows: torch.Tensor | None = None,
+) -> SteeringHandle:
+    """Hook ``offsets`` into ``model``'s attention output projections.
+
+    offsets: ``[n_layers, n_heads * head_dim]`` (one vector for the whole batch), or with
+    ``rows`` a table ``[n_vectors, n_layers, n_heads * head_dim]`` and ``rows: [batch]``
+    giving each batch row's vector (``-1``: unsteered). Layers whose offsets are all
+    zero get no hook. ``offsets`` may require grad (used to learn them).
+    """
+    projs = o_proj_modules(model)
+    per_layer = offsets if rows is None else offsets.transpose(0, 1)  # [L, ...]
+    if per_layer.shape[0] != len(projs):
+        raise ValueError(f"offsets have {per_layer.shape[0]} layers, model has {len(projs)}")
+    state = _PositionState()
+    handle = SteeringHandle()
+    gated = start is not None or last_only
+    if gated:
+        handle.handles.append(model.register_forward_pre_hook(_track_positions(state), with_kwargs=True))
+    if rows is not None:
+        table = torch.cat([offsets, offsets.new_zeros(1, *offsets.shape[1:])])  # row -1 -> zeros
+        rows = rows.clone()
+    for layer, proj in enumerate(projs):
+        if not offsets.requires_grad and not bool(per_layer[layer].any()):
+            continue
+        if rows is None:
+            hook = _make_hook(lambda x, layer=layer: offsets[layer], state, start, last_only)
+        else:
+            hook = _make_hook(lambda x, layer=layer: table[rows, layer][:, None, :], state, start, last_only)
+        handle.handles.append(proj.register_forward_pre_hook(hook))
+    return handle
+
+
+def _track_positions(state: _PositionState):
+    def pre(module, args, kwargs):
+        state.offset = _past_length(kwargs)
+
+    return pre
+
+
+def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: bool):
+    def pre(module, args):
+        x = args[0]
+        delta = delta_for(x).to(x.dtype)
+        if start is not None or last_only:
+            t = x.shape[-2]
+            keep = torch.ones(t, dtype=torch.bool, device=x.device)
+            if start is not None:
+                keep &= torch.arange(state.offset, state.offset + t, device=x.device) >= start
+            if last_only:
+                keep &= torch.arange(t, device=x.device) == t - 1
+            delta = delta * keep[:, None].to(x.dtype)
+        return (x + delta,) + tuple(args[1:])
+
+    return pre
+
+
+def dense_offsets(
+    heads: Sequence[tuple[int, int]], vectors: torch.Tensor, n_layers: int, n_heads: int, head_dim: int
+) -> torch.Tensor:
+    """Scatter per-head vectors ``[K, head_dim]`` for ``heads`` [(layer, head)] into ``[L, H * D]`` (differentiable)."""
+    dense = vectors.new_zeros(n_layers, n_heads, head_dim)
+    if len(heads):
+        idx = torch.tensor(list(heads), dtype=torch.long, device=vectors.device)
+        dense = dense.index_put((idx[:, 0], idx[:, 1]), vectors)
+    return dense.reshape(n_layers, n_heads * head_dim)

@@ -1,0 +1,163 @@
+"""The methods compared on a subject's 180 test items, all through the same scorer.
+
+LLM methods (``base``, ``few-shot``, ``description``, ``pas``...) differ only in
+system prompt and steering; every one is scored by :class:`pas.scoring.ItemScorer`.
+The non-LLM yardsticks (``always-3``, ``population-median``, ``ridge``) learn only
+from the *other* subjects of the data dir.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import ItemBank, Subject
+from .evaluate import Prediction
+from .prompts import description_system, few_shot_system
+from .scoring import ItemScorer
+
+
+@dataclass
+class MethodContext:
+    """What a method may use: the item bank, the population (all subjects), and an LLM scorer."""
+
+    bank: ItemBank
+    population: Sequence[Subject]
+    scorer: ItemScorer | None = None
+    pas_config: object = None
+    vectors: dict = field(default_factory=dict)  # case -> SteeringVector, for --vector
+
+    def others(self, subject: Subject) -> list[Subject]:
+        return [s for s in self.population if s.case != subject.case]
+
+
+Method = Callable[[MethodContext, Subject], Prediction]
+LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-searched", "pas+few-shot")
+YARDSTICKS = ("always-3", "population-median", "ridge")
+
+
+def _llm(ctx: MethodContext, system: str | None, steering=None) -> Prediction:
+    if ctx.scorer is None:
+        raise ValueError("this method needs a model")
+    ids = ctx.bank.test_ids
+    positions = steering.positions if steering is not None else "last"
+    s = ctx.scorer.score(ids, system, steering=steering, positions=positions)
+    return Prediction(tuple(ids), s.answers, s.expected, s.probs)
+
+
+def base(ctx: MethodContext, subject: Subject) -> Prediction:
+    """The model as it is: no personal information."""
+    return _llm(ctx, None)
+
+
+def few_shot(ctx: MethodContext, subject: Subject) -> Prediction:
+    """System prompt listing the subject's known answers."""
+    return _llm(ctx, few_shot_system(ctx.bank, subject.answered(ctx.bank.train_ids)))
+
+
+def description(ctx: MethodContext, subject: Subject) -> Prediction:
+    """System prompt with the subject's prose personality description."""
+    if not subject.description:
+        raise ValueError(f"subject {subject.case} has no description (personality_descriptions.json)")
+    return _llm(ctx, description_system(subject.description))
+
+
+def _pas(variant: str) -> Method:
+    def method(ctx: MethodContext, subject: Subject) -> Prediction:
+        import dataclasses
+
+        from .align import PASConfig, align_to_subject
+
+        vector = ctx.vectors.get(subject.case)
+        config = ctx.pas_config or PASConfig()
+        if variant == "pas-searched":
+            config = dataclasses.replace(config, learn=False)
+        if variant == "pas+few-shot":
+            config = dataclasses.replace(config, few_shot=True)
+        if vector is None:
+            vector = align_to_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
+                                      bank=ctx.bank, scorer=ctx.scorer)
+        ctx.vectors.setdefault("_last", {})[subject.case] = vector
+        system = few_shot_system(ctx.bank, subject.answered(ctx.bank.train_ids)) if config.few_shot else None
+        return _llm(ctx, system, vector)
+
+    method.__doc__ = f"PAS ({variant}): steering vector learned from the known answers."
+    return method
+
+
+def _point(ids: Sequence[int], values: np.ndarray) -> Prediction:
+    expected = np.clip(np.asarray(values, dtype=np.float64), 1, 5)
+    return Prediction(tuple(ids), np.rint(expected).astype(int), expected)
+
+
+def always_3(ctx: MethodContext, subject: Subject) -> Prediction:
+    """Answer "Neither Accurate Nor Inaccurate" to everything."""
+    return _point(ctx.bank.test_ids, np.full(len(ctx.bank.test_ids), 3.0))
+
+
+def population_median(ctx: MethodContext, subject: Subject) -> Prediction:
+    """Each item's median answer among the other subjects (missing answers excluded)."""
+    others = ctx.others(subject)
+    med = [np.median([s.answers[i] for s in others if i in s.answers] or [3]) for i in ctx.bank.test_ids]
+    return _point(ctx.bank.test_ids, np.floor(np.asarray(med) + 0.5))
+
+
+def ridge(ctx: MethodContext, subject: Subject) -> Prediction:
+    """Ridge regression from the 120 known answers to each test answer, fitted on the other subjects.
+
+    Missing inputs are filled with the item's mean over the other subjects; for each test
+    item only subjects who answered it are training targets. Regularisation by RidgeCV.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    others = ctx.others(subject)
+    train, test = ctx.bank.train_ids, ctx.bank.test_ids
+    x = np.array([[s.answers.get(i, np.nan) for i in train] for s in others], dtype=np.float64)
+    means = np.nanmean(x, axis=0)
+    x = np.where(np.isnan(x), means, x)
+    xq = np.array([[subject.answers.get(i, means[n]) for n, i in enumerate(train)]], dtype=np.float64)
+    preds = []
+    for item in test:
+        rows = [n for n, s in enumerate(others) if item in s.answers]
+        y = np.array([others[n].answers[item] for n in rows], dtype=np.float64)
+        model = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(x[rows], y)
+        preds.append(float(model.predict(xq)[0]))
+    return _point(test, np.asarray(preds))
+
+
+METHODS: dict[str, Method] = {
+    "base": base,
+    "few-shot": few_shot,
+    "description": description,
+    "pas": _pas("pas"),
+    "pas-searched": _pas("pas-searched"),
+    "pas+few-shot": _pas("pas+few-shot"),
+    "always-3": always_3,
+    "population-median": population_median,
+    "ridge": ridge,
+}
+
+
+def run_method(name: str, ctx: MethodContext, subjects: Sequence[Subject], progress: bool = True):
+    """Score ``subjects`` with method ``name``; returns the per-subject :class:`SubjectScore` list."""
+    from tqdm.auto import tqdm
+
+    from .evaluate import score_subject
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
+    out = []
+    for subject in tqdm(subjects, desc=name, disable=not progress, leave=False):
+        t = time.perf_counter()
+        pred = METHODS[name](ctx, subject)
+        score = score_subject(ctx.bank, subject, pred)
+        score.seconds = time.perf_counter() - t
+        vec = ctx.vectors.get("_last", {}).pop(subject.case, None)
+        if vec is not None:
+            score.extra = {"fit_seconds": vec.extra.get("fit_seconds"), "alpha": vec.alpha,
+                           "learn": {k: v for k, v in vec.extra.get("learn", {}).items() if k != "trace"}}
+        out.append(score)
+    return out

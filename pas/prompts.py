@@ -1,0 +1,110 @@
+"""Questionnaire prompts (stage 2): PAPI's item prompt through the model's chat template.
+
+The assistant turn is pre-filled so that the very next token is the option letter;
+the model's answer is read from next-token probabilities over A..E, never parsed
+from generated text. Letter A = Very Accurate = answer 5 ... E = Very Inaccurate = 1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .data import ItemBank
+
+LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
+OPTION_NAMES: tuple[str, ...] = (
+    "Very Accurate",
+    "Moderately Accurate",
+    "Neither Accurate Nor Inaccurate",
+    "Moderately Inaccurate",
+    "Very Inaccurate",
+)
+# answer value (1..5) of each letter: A=5 .. E=1
+LETTER_VALUES: tuple[int, ...] = (5, 4, 3, 2, 1)
+
+ITEM_TEMPLATE = (
+    'Given a statement of you: "You {statement}"\n'
+    "Please choose from the following options to identify how accurately this statement describes you.\n"
+    "Options:\n"
+    + "".join(f"({letter}). {name}\n" for letter, name in zip(LETTERS, OPTION_NAMES))
+    + "\nAnswer:"
+)
+
+_PRONOUNS = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "am": "are", "i'm": "you're"}
+
+
+def second_person(text: str) -> str:
+    """IPIP items are first-person fragments ("Am the life of the party."); make them follow "You "."""
+    words = re.split(r"(\W+)", text.strip())
+    out = []
+    for n, w in enumerate(words):
+        low = w.lower()
+        repl = _PRONOUNS.get(low)
+        out.append(repl if repl is not None else (w[:1].lower() + w[1:] if n == 0 else w))
+    return "".join(out)
+
+
+def item_prompt(text: str) -> str:
+    """PAPI's user message for one item."""
+    return ITEM_TEMPLATE.format(statement=second_person(text))
+
+
+def answer_label(value: int) -> str:
+    """'(B). Moderately Accurate' for answer 4."""
+    k = LETTER_VALUES.index(value)
+    return f"({LETTERS[k]}). {OPTION_NAMES[k]}"
+
+
+def few_shot_system(bank: ItemBank, answers: Mapping[int, int]) -> str:
+    """System prompt listing a person's known answers (the paper's few-shot baseline)."""
+    by_id = bank.by_id
+    lines = [f'- "You {second_person(by_id[i].text)}": {answer_label(a)}' for i, a in sorted(answers.items())]
+    return (
+        "You are role-playing a specific person answering a personality questionnaire. "
+        "This is how the person described themselves on other statements:\n"
+        + "\n".join(lines)
+        + "\nAnswer every new statement exactly the way this person would."
+    )
+
+
+def description_system(description: str) -> str:
+    """System prompt from a prose personality description (PAPI's personality prompt)."""
+    return description.strip() + "\n\nAnswer every statement about you the way the person described above would."
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How an item becomes model input. ``prefill`` starts the assistant turn; the next token is the letter."""
+
+    prefill: str = "("
+
+    def render(self, tokenizer, text: str, system: str | None = None, answer: str | None = None) -> str:
+        """The full model input for item ``text``; with ``answer`` the letter is appended (contrastive prompts)."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": item_prompt(text)}
+        ]
+        if getattr(tokenizer, "chat_template", None):
+            head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:  # base models without a chat template: plain text
+            head = "".join(m["content"] + "\n\n" for m in messages)
+        return head + self.prefill + (answer or "")
+
+    def render_items(self, tokenizer, bank: ItemBank, ids: Sequence[int], system: str | None = None) -> list[str]:
+        by_id = bank.by_id
+        return [self.render(tokenizer, by_id[i].text, system) for i in ids]
+
+    def fingerprint(self) -> str:
+        return f"{ITEM_TEMPLATE!r}|prefill={self.prefill!r}"
+
+
+def letter_token_ids(tokenizer) -> list[int]:
+    """Token id of each option letter as it follows the prefill; each must be one token."""
+    ids = []
+    for letter in LETTERS:
+        toks = tokenizer.encode(letter, add_special_tokens=False)
+        if len(toks) != 1:
+            raise ValueError(f"option letter {letter!r} is {len(toks)} tokens for this tokenizer; pas needs one")
+        ids.append(toks[0])
+    return ids

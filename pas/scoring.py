@@ -1,0 +1,217 @@
+"""Questionnaire scoring: the model's next-token distribution over the option letters.
+
+Fast path, with the same results as one prompt at a time (tested):
+
+1. tokens shared by every prompt (system prompt, template head) run once; their KV
+   cache is reused by every batch (prefix caching);
+2. the rest of each prompt *except its last token* runs in left-padded batches with
+   explicit position ids (the "body" KV cache, kept in :class:`EncodedPrompts`);
+3. the last token runs on top of that cache (``logits_to_keep=1``) and gives the
+   letter logits. Steering that acts only on the answer position ("last" mode)
+   re-runs only step 3, which is what makes strength search and offset learning cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .prompts import LETTER_VALUES, letter_token_ids
+
+
+@dataclass
+class OptionScores:
+    """Per prompt: ``probs`` over A..E (renormalised), ``letter_mass`` = their share of the full vocabulary."""
+
+    probs: np.ndarray  # [N, 5]
+    letter_mass: np.ndarray  # [N]
+
+    @property
+    def answers(self) -> np.ndarray:
+        """Answer value 1..5 of the most likely letter."""
+        return np.asarray(LETTER_VALUES)[self.probs.argmax(axis=1)]
+
+    @property
+    def expected(self) -> np.ndarray:
+        """Expected answer value under the 5-way distribution."""
+        return self.probs @ np.asarray(LETTER_VALUES, dtype=np.float64)
+
+
+@dataclass
+class _Batch:
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, [B, kv_heads, T, D]
+    last_ids: torch.Tensor  # [B, 1]
+    mask: torch.Tensor  # [B, T + 1]
+    positions: torch.Tensor  # [B, 1]
+    index: torch.Tensor  # [B] position of each row in the caller's list
+
+
+@dataclass
+class EncodedPrompts:
+    """Prompts run up to (not including) their last token."""
+
+    batches: list[_Batch]
+    n: int
+
+
+def _kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _new_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None):
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=list(kv) if kv else None, config=model.config)
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        tok = first[i]
+        if any(s[i] != tok for s in seqs):
+            return i
+    return n
+
+
+@torch.no_grad()
+def encode_prompts(
+    model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, prefix_cache: bool = True, progress: bool = False
+) -> EncodedPrompts:
+    """Run every prompt but its last token; see the module docstring."""
+    seqs = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    if any(len(s) < 2 for s in seqs):
+        raise ValueError("every prompt needs at least two tokens")
+    device = model.device
+    # a shared prefix, leaving every prompt >= 1 body token and its last token
+    p = min(_common_prefix(seqs), min(len(s) for s in seqs) - 2) if prefix_cache and len(seqs) > 1 else 0
+    prefix_kv = None
+    if p > 0:
+        out = model(torch.tensor([seqs[0][:p]], device=device), past_key_values=_new_cache(model, None), use_cache=True)
+        prefix_kv = _kv_pairs(out.past_key_values)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths batch together: less padding
+    batches = []
+    starts = range(0, len(order), batch_size)
+    for b0 in tqdm(starts, desc="encoding prompts", disable=not progress, leave=False):
+        rows = order[b0 : b0 + batch_size]
+        bodies = [seqs[i][p:-1] for i in rows]
+        width = max(len(b) for b in bodies)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(b)) + b for b in bodies], device=device)
+        body_mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in bodies], device=device)
+        positions = (p + body_mask.cumsum(1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones(len(rows), p, dtype=body_mask.dtype, device=device), body_mask], 1)
+        kv = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix_kv] if p else None
+        out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(model, kv),
+                    use_cache=True, logits_to_keep=1)
+        batches.append(
+            _Batch(
+                kv=_kv_pairs(out.past_key_values),
+                last_ids=torch.tensor([[seqs[i][-1]] for i in rows], device=device),
+                mask=torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], 1),
+                positions=torch.tensor([[len(seqs[i]) - 1] for i in rows], device=device),
+                index=torch.tensor(rows),
+            )
+        )
+    return EncodedPrompts(batches, len(seqs))
+
+
+def final_logits(model, encoded: EncodedPrompts, letter_ids: Sequence[int]) -> torch.Tensor:
+    """Run the last token of every prompt; letter logits ``[N, 5]`` in the caller's order, and full-vocab logsumexp.
+
+    Differentiable with respect to anything hooked into the model (used to learn offsets).
+    Returns ``[N, 6]``: five letter logits, then the log-partition over the vocabulary.
+    """
+    out_rows = []
+    idx = torch.tensor(list(letter_ids), device=model.device)
+    for b in encoded.batches:
+        out = model(b.last_ids, attention_mask=b.mask, position_ids=b.positions,
+                    past_key_values=_new_cache(model, b.kv), use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        out_rows.append(torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1))
+    stacked = torch.cat(out_rows)
+    order = torch.cat([b.index for b in encoded.batches])
+    result = torch.empty_like(stacked)
+    result[order.to(stacked.device)] = stacked
+    return result
+
+
+def to_scores(logits6: torch.Tensor) -> OptionScores:
+    """Letter logits + log-partition -> :class:`OptionScores`."""
+    letters, logz = logits6[:, :5].double(), logits6[:, 5].double()
+    probs = torch.softmax(letters, -1)
+    mass = torch.exp(torch.logsumexp(letters, -1) - logz)
+    return OptionScores(probs.detach().cpu().numpy(), mass.detach().cpu().numpy())
+
+
+def score_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    steering=None,
+    positions: str = "last",
+    batch_size: int = 32,
+    prefix_cache: bool = True,
+    progress: bool = False,
+) -> OptionScores:
+    """Score rendered prompts, optionally with a steering vector applied.
+
+    positions: ``"last"`` steers only the answer position (the last token), ``"all"``
+    every position of the prompt.
+    """
+    if positions not in ("last", "all"):
+        raise ValueError(f"positions must be 'last' or 'all', not {positions!r}")
+    def steer(mode: str):
+        return steering.apply(model) if steering is not None and positions == mode else nullcontext()
+
+    letter_ids = letter_token_ids(tokenizer)
+    with torch.no_grad(), steer("all"):
+        enc = encode_prompts(model, tokenizer, texts, batch_size=batch_size, prefix_cache=prefix_cache,
+                             progress=progress)
+        with steer("last"):
+            return to_scores(final_logits(model, enc, letter_ids))
+
+
+class ItemScorer:
+    """Scores PAPI items for one model and template; remembers body encodings to reuse them.
+
+    Encodings of prompts without a subject-specific system prompt are the same for every
+    subject (and for any "last"-mode steering), so they are computed once per run.
+    """
+
+    def __init__(self, model, tokenizer, bank, template=None, *, batch_size: int = 32, progress: bool = False):
+        from .prompts import PromptTemplate
+
+        self.model, self.tokenizer, self.bank = model, tokenizer, bank
+        self.template = template or PromptTemplate()
+        self.batch_size, self.progress = batch_size, progress
+        self.letter_ids = letter_token_ids(tokenizer)
+        self._memo: dict = {}
+
+    def texts(self, ids: Sequence[int], system: str | None = None) -> list[str]:
+        return self.template.render_items(self.tokenizer, self.bank, ids, system)
+
+    def encode(self, ids: Sequence[int], system: str | None = None) -> EncodedPrompts:
+        key = (tuple(ids), system)
+        if key in self._memo:
+            return self._memo[key]
+        enc = encode_prompts(self.model, self.tokenizer, self.texts(ids, system), batch_size=self.batch_size,
+                             progress=self.progress)
+        if system is None:  # shared by all subjects: keep
+            self._memo[key] = enc
+        return enc
+
+    def score(self, ids: Sequence[int], system: str | None = None, steering=None, positions: str = "last") -> OptionScores:
+        """Option distributions for items ``ids``; ``steering`` a :class:`SteeringVector` or None."""
+        if steering is not None and positions == "all":
+            return score_texts(self.model, self.tokenizer, self.texts(ids, system), steering=steering,
+                               positions="all", batch_size=self.batch_size, progress=self.progress)
+        with torch.no_grad():
+            enc = self.encode(ids, system)
+            with steering.apply(self.model) if steering is not None else nullcontext():
+                return to_scores(final_logits(self.model, enc, self.letter_ids))

@@ -1,0 +1,261 @@
+"""The steering vector (stage 6): a frozen dataclass, saved as safetensors with checked metadata.
+
+Apply it by hook (``with vector.apply(model): ...``) or fold it exactly into the
+attention output projections' bias (``vector.fold(model)`` ... ``.unfold()``).
+Hook mode can be gated to positions ``>= start`` or to the last position of each
+forward (``last_only``); fold mode acts on every position, like ungated hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .adapter import ModelLayout, layout, o_proj_modules, o_proj_weight
+from .hooks import SteeringHandle, add_offsets
+
+FORMAT_VERSION = 1
+
+
+class SteeringFileError(ValueError):
+    """A steering-vector file that cannot be used: unreadable, corrupt, or not ours."""
+
+
+class ModelMismatchError(ValueError):
+    """A steering vector applied to a model it was not made for."""
+
+
+def _pas_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringVector:
+    """Per-(layer, head) offsets ``[n_layers, n_heads, head_dim]`` for one model, with provenance.
+
+    ``positions`` is how the offsets were learned and are evaluated on questionnaires:
+    ``"last"`` (the answer position only) or ``"all"``.
+    """
+
+    offsets: torch.Tensor
+    model_name: str
+    model_type: str
+    config_fingerprint: str
+    n_layers: int
+    n_heads: int
+    head_dim: int
+    hidden_size: int
+    heads: tuple[tuple[int, int], ...] = ()
+    probe_accuracies: tuple[float, ...] = ()
+    sigmas: tuple[float, ...] = ()
+    alpha: float | None = None
+    positions: str = "last"
+    subject: str | None = None
+    item_hash: str | None = None
+    config: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    pas_version: str = field(default_factory=_pas_version)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        shape = (self.n_layers, self.n_heads, self.head_dim)
+        if tuple(self.offsets.shape) != shape:
+            raise ValueError(f"offsets have shape {tuple(self.offsets.shape)}, expected {shape}")
+        if not torch.isfinite(self.offsets).all():
+            raise ValueError("steering offsets contain NaN or inf")
+        if self.positions not in ("last", "all"):
+            raise ValueError(f"positions must be 'last' or 'all', not {self.positions!r}")
+
+    # ------------------------------------------------------------ building
+
+    @classmethod
+    def for_model(cls, model, offsets: torch.Tensor, **meta) -> SteeringVector:
+        """A vector whose shape facts come from ``model``."""
+        from .models import model_name
+
+        lay = layout(model)
+        return cls(
+            offsets=offsets.detach().float().cpu().reshape(lay.n_layers, lay.n_heads, lay.head_dim).contiguous(),
+            model_name=model_name(model), model_type=lay.model_type, config_fingerprint=lay.fingerprint,
+            n_layers=lay.n_layers, n_heads=lay.n_heads, head_dim=lay.head_dim, hidden_size=lay.hidden_size, **meta,
+        )
+
+    # ------------------------------------------------------------ arithmetic
+
+    def _with_offsets(self, offsets: torch.Tensor, how: str) -> SteeringVector:
+        extra = dict(self.extra, derived=how)
+        return dataclasses.replace(self, offsets=offsets, alpha=None, extra=extra)
+
+    def __mul__(self, k: float) -> SteeringVector:
+        return self._with_offsets(self.offsets * float(k), f"scaled by {float(k)}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> SteeringVector:
+        return self * -1.0
+
+    def __add__(self, other: SteeringVector) -> SteeringVector:
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        mismatch = self._mismatch(other.model_type, other.config_fingerprint, other.n_layers, other.n_heads,
+                                  other.head_dim)
+        if mismatch:
+            raise ModelMismatchError(f"cannot add steering vectors of different models: {mismatch}")
+        heads = tuple(dict.fromkeys(self.heads + other.heads))
+        summed = self._with_offsets(self.offsets + other.offsets, f"sum of {self.subject} and {other.subject}")
+        return dataclasses.replace(summed, heads=heads, probe_accuracies=(), sigmas=(), subject=None)
+
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
+        return self + (-other)
+
+    # ------------------------------------------------------------ compatibility
+
+    def _mismatch(self, model_type, fingerprint, n_layers, n_heads, head_dim) -> str:
+        diffs = []
+        for name, mine, theirs in (("architecture", self.model_type, model_type), ("layers", self.n_layers, n_layers),
+                                   ("heads", self.n_heads, n_heads), ("head_dim", self.head_dim, head_dim),
+                                   ("config fingerprint", self.config_fingerprint, fingerprint)):
+            if mine != theirs:
+                diffs.append(f"{name}: vector {mine!r} vs model {theirs!r}")
+        return "; ".join(diffs)
+
+    def check_model(self, model) -> ModelLayout:
+        """Raise :class:`ModelMismatchError` naming every difference if this vector was made for another model."""
+        lay = layout(model)
+        mismatch = self._mismatch(lay.model_type, lay.fingerprint, lay.n_layers, lay.n_heads, lay.head_dim)
+        if mismatch:
+            raise ModelMismatchError(f"steering vector for {self.model_name!r} does not fit this model: {mismatch}")
+        return lay
+
+    # ------------------------------------------------------------ applying
+
+    def flat_offsets(self, device=None) -> torch.Tensor:
+        """``[n_layers, n_heads * head_dim]`` as the hooks take it."""
+        return self.offsets.reshape(self.n_layers, -1).to(device)
+
+    def apply(self, model, *, start: int | None = None, last_only: bool = False) -> SteeringHandle:
+        """Hook the offsets into ``model`` (mutates it until ``remove()``); usable as a context manager."""
+        self.check_model(model)
+        return add_offsets(model, self.flat_offsets(model.device), start=start, last_only=last_only)
+
+    def fold(self, model) -> FoldedSteering:
+        """Add ``W_o @ delta`` (computed in fp32) to each output projection's bias; ``.unfold()`` restores it exactly.
+
+        Mutates the model: a projection without a bias gets one.
+        """
+        self.check_model(model)
+        return FoldedSteering.fold(model, self)
+
+    # ------------------------------------------------------------ files
+
+    def metadata(self) -> dict:
+        meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "offsets"}
+        meta["heads"] = [list(h) for h in self.heads]
+        return meta
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write safetensors (offsets + JSON metadata) atomically; refuses to replace a file unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        save_file({"offsets": self.offsets.contiguous()}, tmp, metadata={"pas": json.dumps(self.metadata())})
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SteeringVector:
+        """Read and validate a file written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise SteeringFileError(f"{path}: no such steering-vector file")
+        try:
+            tensors = load_file(path)
+            from safetensors import safe_open
+
+            with safe_open(path, "pt") as f:
+                raw = (f.metadata() or {}).get("pas")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise SteeringFileError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
+        if raw is None or "offsets" not in tensors:
+            raise SteeringFileError(f"{path}: not a pas steering vector (no 'pas' metadata or 'offsets' tensor)")
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise SteeringFileError(f"{path}: corrupt metadata: {e}") from e
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise SteeringFileError(f"{path}: format version {meta.get('format_version')!r}, this pas reads {FORMAT_VERSION}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"offsets"}
+        missing = sorted(names - meta.keys())
+        if missing:
+            raise SteeringFileError(f"{path}: metadata lacks {missing}")
+        meta = {k: meta[k] for k in names}
+        for key in ("heads",):
+            meta[key] = tuple(tuple(h) for h in meta[key])
+        for key in ("probe_accuracies", "sigmas"):
+            meta[key] = tuple(meta[key])
+        try:
+            return cls(offsets=tensors["offsets"].float(), **meta)
+        except (TypeError, ValueError) as e:
+            raise SteeringFileError(f"{path}: invalid steering vector: {e}") from e
+
+    def __repr__(self) -> str:
+        norm = float(self.offsets.norm())
+        return (f"SteeringVector(model={self.model_name!r}, subject={self.subject!r}, heads={len(self.heads)}, "
+                f"alpha={self.alpha}, positions={self.positions!r}, norm={norm:.3g})")
+
+
+@dataclass
+class FoldedSteering:
+    """A vector folded into output-projection biases; ``unfold()`` puts the originals back bit for bit."""
+
+    model: torch.nn.Module
+    saved: list[tuple[torch.nn.Module, torch.Tensor | None]]
+
+    @classmethod
+    def fold(cls, model, vector: SteeringVector) -> FoldedSteering:
+        lay = layout(model)
+        saved = []
+        with torch.no_grad():
+            for layer, proj in enumerate(o_proj_modules(model)):
+                delta = vector.offsets[layer].reshape(-1).to(proj.weight.device, torch.float32)
+                if not bool(delta.any()):
+                    continue
+                shift = o_proj_weight(proj, lay.conv1d).float() @ delta  # [out]
+                original = None if proj.bias is None else proj.bias.detach().clone()
+                saved.append((proj, original))
+                base = torch.zeros_like(shift) if original is None else original.float()
+                proj.bias = torch.nn.Parameter((base + shift).to(proj.weight.dtype), requires_grad=False)
+        return cls(model, saved)
+
+    def unfold(self) -> None:
+        with torch.no_grad():
+            for proj, original in self.saved:
+                if original is None:
+                    proj.bias = None
+                else:
+                    proj.bias = torch.nn.Parameter(original, requires_grad=False)
+        self.saved.clear()
+
+    def __enter__(self) -> FoldedSteering:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unfold()
+
+
+def item_hash(ids) -> str:
+    import hashlib
+
+    return hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()[:16]
+

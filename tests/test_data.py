@@ -1,0 +1,156 @@
+import json
+import shutil
+
+import pytest
+
+from pas.data import PapiDataError, load_items, load_papi, load_subjects, parse_subjects, resolve_data_dir
+
+
+def _copy(data_dir, tmp_path):
+    for name in ("items.csv", "subjects.json", "personality_descriptions.json"):
+        shutil.copy(data_dir / name, tmp_path / name)
+    return tmp_path
+
+
+def _subjects_json(tmp_path):
+    return json.loads((tmp_path / "subjects.json").read_text())
+
+
+def _write(tmp_path, records):
+    (tmp_path / "subjects.json").write_text(json.dumps(records))
+
+
+def test_real_items_and_split(papi):
+    bank = papi.bank
+    assert len(bank.items) == 300
+    assert len(bank.train_ids) == 120 and len(bank.test_ids) == 180
+    assert set(bank.train_ids).isdisjoint(bank.test_ids)
+    assert {it.domain for it in bank.items} == set("OCEAN")
+    assert len({it.facet for it in bank.items}) == 30
+
+
+def test_real_subjects(papi):
+    assert len(papi.subjects) == 200
+    s = papi.subjects[0]
+    assert s.case == "172481" and s.description.startswith("You are")
+    assert all(1 <= a <= 5 for a in s.answers.values())
+    assert len(s.answers) + len(s.missing) == 300
+
+
+def test_missing_answers_are_missing(papi):
+    missing = sum(len(s.missing) for s in papi.subjects)
+    assert missing == 29  # the zeros in subjects.json
+    s = next(s for s in papi.subjects if s.missing)
+    item = next(iter(s.missing))
+    assert item not in s.answers and item not in s.answered([item])
+
+
+def test_xls_item_key_matches_csv(data_dir, tmp_path):
+    shutil.copy(data_dir / "original" / "IPIP-NEO-ItemKey.xls", tmp_path / "IPIP-NEO-ItemKey.xls")
+    from_xls, from_csv = load_items(tmp_path), load_items(data_dir)
+    assert [(i.id, i.ipip120, i.domain, i.facet, i.keyed) for i in from_xls.items] == [
+        (i.id, i.ipip120, i.domain, i.facet, i.keyed) for i in from_csv.items
+    ]
+
+
+def test_parquet_subjects_via_datasets(data_dir, tmp_path):
+    import datasets
+
+    root = tmp_path
+    shutil.copy(data_dir / "items.csv", root / "items.csv")
+    records = json.loads((data_dir / "subjects.json").read_text())[:5]
+    datasets.Dataset.from_list(records).to_parquet(str(root / "train.parquet"))
+    subjects = load_subjects(root)
+    assert [s.case for s in subjects] == [str(r["case"]) for r in records]
+    assert subjects[0].answers == {int(k[1:]): v for k, v in records[0].items() if k[:1] == "i" and k[1:].isdigit() and v}
+
+
+def test_data_dir_resolution(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPI_DATA_DIR", str(data_dir))
+    assert resolve_data_dir() == data_dir
+    assert resolve_data_dir(tmp_path) == tmp_path
+    with pytest.raises(PapiDataError, match="does not exist"):
+        resolve_data_dir(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("value, match", [(6, "outside 0..5"), (-1, "outside 0..5"), (2.5, "outside 0..5"),
+                                          ("x", "not an integer"), (None, "not an integer")])
+def test_bad_answer_named(data_dir, tmp_path, value, match):
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    recs[3]["i17"] = value
+    _write(root, recs)
+    with pytest.raises(PapiDataError, match=rf"subject {recs[3]['case']}: item i17: .*{match}"):
+        load_subjects(root)
+
+
+def test_unknown_item(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    recs[0]["i301"] = 3
+    _write(root, recs)
+    with pytest.raises(PapiDataError, match="unknown item 'i301'"):
+        load_subjects(root)
+
+
+def test_duplicate_subject(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    _write(root, recs + [recs[1]])
+    with pytest.raises(PapiDataError, match=f"duplicate subject id '{recs[1]['case']}'"):
+        load_subjects(root)
+
+
+def test_subject_without_known_answers(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    bank = load_items(root)
+    for i in bank.train_ids:
+        recs[2][f"i{i}"] = 0
+    _write(root, recs)
+    with pytest.raises(PapiDataError, match=f"subject {recs[2]['case']}: no known"):
+        load_subjects(root)
+
+
+def test_missing_item_column(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    del recs[4]["i250"]
+    _write(root, recs)
+    with pytest.raises(PapiDataError, match="no column for items \\[250\\]"):
+        load_subjects(root)
+
+
+def test_unreadable_subjects_file(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    (root / "subjects.json").write_text("[{not json")
+    with pytest.raises(PapiDataError, match="subjects.json: cannot read"):
+        load_subjects(root)
+
+
+def test_items_missing_columns(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    lines = (root / "items.csv").read_text().splitlines()
+    (root / "items.csv").write_text("\n".join(l.rsplit(",", 1)[0] if "," in l else l for l in lines))
+    with pytest.raises(PapiDataError, match="missing columns"):
+        load_items(root)
+
+
+def test_items_bad_domain(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    text = (root / "items.csv").read_text().replace("\n2,2,E,", "\n2,2,X,", 1)
+    (root / "items.csv").write_text(text)
+    with pytest.raises(PapiDataError, match="item 2 has domain 'X'"):
+        load_items(root)
+
+
+def test_parse_records_directly(papi):
+    recs = [{"case": "a", **{f"i{i}": 4 for i in range(1, 301)}}]
+    (s,) = parse_subjects(recs, papi.bank)
+    assert s.case == "a" and len(s.answers) == 300 and not s.missing
+    with pytest.raises(PapiDataError, match="no 'case'"):
+        parse_subjects([{"i1": 3}], papi.bank)
+
+
+def test_load_papi_descriptions(papi, data_dir):
+    assert load_papi(data_dir).subjects[5].description == papi.subjects[5].description

@@ -1,0 +1,75 @@
+"""The real embedded SmolLM2-135M-Instruct on real PAPI data."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+
+def test_load_model_from_cache_is_fast(real_model):
+    from pas.models import load_model
+
+    t = time.perf_counter()
+    model, tok = load_model()
+    assert time.perf_counter() - t < 15  # de-quantising the GGUF takes longer; this reads the safetensors cache
+    assert model.config.model_type == "llama" and tok.padding_side == "left"
+    bf16, _ = load_model(dtype="bf16")
+    assert bf16.dtype == torch.bfloat16
+
+
+def test_real_batched_equals_unbatched(real_model, papi):
+    from pas.prompts import PromptTemplate, few_shot_system
+    from pas.scoring import score_texts
+
+    model, tok = real_model
+    s = papi.subjects[0]
+    system = few_shot_system(papi.bank, s.answered(papi.bank.train_ids[:10]))
+    texts = PromptTemplate().render_items(tok, papi.bank, papi.bank.test_ids[:6], system)
+    a = score_texts(model, tok, texts, batch_size=4)
+    b = score_texts(model, tok, texts, batch_size=1, prefix_cache=False)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+    assert a.letter_mass.min() > 0.9  # the prefilled "(" makes the next token a letter
+
+
+def test_align_lowers_training_loss_and_round_trips(real_model, papi, tmp_path, capsys):
+    from pas import PASConfig, SteeringVector, align_to_subject
+    from pas.cli import main
+
+    model, tok = real_model
+    s = papi.subjects[1]
+    cfg = PASConfig(steps=10, eval_every=5, patience=2)
+    v = align_to_subject(model, s, cfg, tokenizer=tok, bank=papi.bank)
+    learn = v.extra["learn"]
+    assert learn["fit_loss_end"] < learn["fit_loss_start"]
+    path = v.save(tmp_path / "s.safetensors")
+    back = SteeringVector.load(path)
+    assert torch.equal(back.offsets, v.offsets) and back.subject == s.case
+    assert main(["chat", "--vector", str(path), "--strength", "0.3", "--prompt", "Say hi.", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_cli_eval_json(data_dir, capsys):
+    from pas.cli import main
+
+    case = "172481"
+    assert main(["eval", "--data-dir", str(data_dir), "--subject", case, "--method", "always-3", "--method", "base",
+                 "--json"]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert [r["method"] for r in lines] == ["always-3", "base"]
+    for r in lines:
+        assert set(r) >= {"method", "composite", "domains", "subjects", "seconds"}
+        assert r["subjects"] == [case] and 0 <= r["composite"] <= 20 and set(r["domains"]) == set("OCEAN")
+
+
+def test_cli_errors_are_clear(data_dir, capsys, tmp_path):
+    from pas.cli import main
+
+    assert main(["eval", "--data-dir", str(data_dir), "--subject", "nobody", "--method", "always-3"]) == 2
+    assert "unknown subject ids ['nobody']" in capsys.readouterr().err
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    assert main(["chat", "--vector", str(tmp_path / "bad.safetensors"), "--prompt", "hi"]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+import pytest
+
+from pas.activations import check_contrast, contrastive_texts
+from pas.prompts import LETTER_VALUES, PromptTemplate, few_shot_system, item_prompt, letter_token_ids, second_person
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Worry about things.", "worry about things."),
+    ("Am the life of the party.", "are the life of the party."),
+    ("Believe that I am better than others.", "believe that you are better than others."),
+    ("Leave a mess in my room.", "leave a mess in your room."),
+    ("Do more than what's expected of me.", "do more than what's expected of you."),
+    ("Dislike myself.", "dislike yourself."),
+])
+def test_second_person(text, expected):
+    assert second_person(text) == expected
+
+
+def test_item_prompt_is_papis():
+    p = item_prompt("Worry about things.")
+    assert p.startswith('Given a statement of you: "You worry about things."\nPlease choose from the following options')
+    assert "(A). Very Accurate" in p and "(E). Very Inaccurate" in p and p.endswith("Answer:")
+
+
+def test_render_prefills_assistant(tokenizer):
+    text = PromptTemplate().render(tokenizer, "Worry about things.", system="Be you.")
+    assert text.startswith("<|im_start|>system\nBe you.<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\n(")
+
+
+def test_letters_are_single_tokens(tokenizer):
+    ids = letter_token_ids(tokenizer)
+    assert len(set(ids)) == 5
+    assert LETTER_VALUES == (5, 4, 3, 2, 1)
+
+
+def test_contrastive_prompts_differ_at_answer(tokenizer, papi):
+    texts = contrastive_texts(tokenizer, papi.bank, papi.bank.train_ids, PromptTemplate())
+    check_contrast(tokenizer, texts)  # raises if not
+    with pytest.raises(ValueError, match="do not differ"):
+        check_contrast(tokenizer, [texts[0], texts[0]])
+
+
+def test_few_shot_lists_known_answers(papi):
+    s = papi.subjects[0]
+    known = s.answered(papi.bank.train_ids)
+    sys = few_shot_system(papi.bank, known)
+    assert sys.count("\n- ") == len(known)
+    assert '"You worry about things.": ' in sys
