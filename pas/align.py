@@ -13,7 +13,7 @@ import torch
 
 from .activations import HeadActivations, head_activations
 from .data import ItemBank, Subject, load_items
-from .directions import find_directions
+from .directions import PROBES, find_directions
 from .hooks import dense_offsets
 from .optimize import SteeredItems, learn_offsets, search_alpha, split_known
 from .prompts import few_shot_system
@@ -33,7 +33,8 @@ class PASConfig:
     in sigma units; penalty on the squared distance from the searched offsets).
     few_shot: also put the known answers in the system prompt (PAS + few-shot).
     positions: "last" steers the answer position only, "all" every prompt position
-    (slower; searched strength only). seed: every random choice.
+    (slower; searched strength only). probe: "torch" (all heads at once, Newton) or
+    "sklearn" (one LogisticRegression per head); both reach the same optimum. seed: every random choice.
     """
 
     k: int = 24
@@ -49,6 +50,7 @@ class PASConfig:
     eval_every: int = 5
     few_shot: bool = False
     positions: str = "last"
+    probe: str = "torch"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +62,7 @@ class PASConfig:
             (self.steps >= 1 and self.eval_every >= 1 and self.patience >= 1, "steps, eval_every, patience must be >= 1"),
             (self.lr > 0 and self.penalty >= 0, f"lr must be > 0 and penalty >= 0, got {self.lr}, {self.penalty}"),
             (self.positions in ("last", "all"), f"positions must be 'last' or 'all', got {self.positions!r}"),
+            (self.probe in ("torch", "sklearn"), f"probe must be 'torch' or 'sklearn', got {self.probe!r}"),
             (not (self.learn and self.positions == "all"),
              "learned offsets need positions='last' (learning through every position is too slow here); set learn=False"),
         ]
@@ -92,7 +95,7 @@ def align_to_subject(model, subject: Subject, config: PASConfig | None = None, *
     fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
     acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
     dirs = find_directions(_subset(acts, fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
-                           seed=config.seed)
+                           seed=config.seed, probe=PROBES[config.probe])
     base = dirs.vectors * dirs.sigmas[:, None]  # alpha = 1
     shape = _shape(model)
     system = few_shot_system(bank, {i: known[i] for i in fit_ids}) if config.few_shot else None

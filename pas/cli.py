@@ -61,7 +61,10 @@ def cmd_eval(args) -> int:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     data = load_papi(args.data_dir)
     subjects = _subjects(args, data)
-    ctx = MethodContext(data.bank, data.subjects, pas_config=_pas_config(args))
+    from .dpo import DPOSettings
+
+    ctx = MethodContext(data.bank, data.subjects, pas_config=_pas_config(args),
+                        dpo_settings=DPOSettings(epochs=args.dpo_epochs, lr=args.dpo_lr), adapter_dir=args.adapter_dir)
     if args.vector:
         if len(args.vector) != len(subjects):
             raise SystemExit(f"{len(args.vector)} --vector files for {len(subjects)} subjects; give one per subject")
@@ -132,10 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_model_args(p)
     p.add_argument("--method", action="append", required=True,
-                   help="base, few-shot, description, pas, pas-searched, pas+few-shot, always-3, "
+                   help="base, few-shot, description, pas, pas-searched, pas+few-shot, dpo, always-3, "
                         "population-median, ridge (repeatable)")
     p.add_argument("--vector", action="append", default=[], help="saved steering vector per subject (for --method pas)")
     p.add_argument("--json", action="store_true", help="one JSON object per method instead of a table")
+    p.add_argument("--dpo-epochs", type=int, default=3, help="dpo: most epochs (best chosen on validation items)")
+    p.add_argument("--dpo-lr", type=float, default=5e-4, help="dpo: learning rate (LoRA)")
+    p.add_argument("--adapter-dir", help="dpo: save each subject's adapter under this folder")
     _add_pas_args(p)
     p.set_defaults(func=cmd_eval)
 

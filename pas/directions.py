@@ -89,6 +89,24 @@ def sklearn_probe_accuracies(data: ContrastSet, train: np.ndarray, val: np.ndarr
     return acc
 
 
+def head_problems(data: ContrastSet, train: np.ndarray, val: np.ndarray):
+    """Every head as one probe problem: ``(x_train [L*H, N, D], y_train, x_val [L*H, V, D], y_val)``."""
+    _, n_layers, n_heads, dim = data.x.shape
+    heads_first = data.x.permute(1, 2, 0, 3).reshape(n_layers * n_heads, -1, dim)
+    tr, va = torch.as_tensor(train), torch.as_tensor(val)
+    return heads_first[:, tr], data.y[tr], heads_first[:, va], data.y[va]
+
+
+def torch_probe_accuracies(data: ContrastSet, train: np.ndarray, val: np.ndarray, seed: int) -> torch.Tensor:
+    """Held-out accuracy ``[L, H]`` of all heads' probes fitted at once (Newton, batched; same optimum as scikit-learn)."""
+    from pas_kernels import batched_logistic_accuracies
+
+    return batched_logistic_accuracies(*head_problems(data, train, val)).reshape(data.x.shape[1:3]).float()
+
+
+PROBES: dict[str, ProbeFitter] = {"sklearn": sklearn_probe_accuracies, "torch": torch_probe_accuracies}
+
+
 def top_heads(acc: torch.Tensor, k: int) -> list[tuple[int, int]]:
     """The ``k`` heads of highest accuracy; ties broken by (layer, head) order, so selection is deterministic."""
     n_heads = acc.shape[1]

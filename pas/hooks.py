@@ -86,9 +86,12 @@ def add_offsets(
         if not offsets.requires_grad and not bool(per_layer[layer].any()):
             continue
         if rows is None:
-            hook = _make_hook(lambda x, layer=layer: offsets[layer], state, start, last_only)
+            # a fresh contiguous tensor per layer (no storage offset): compiled kernels see one layout
+            own = offsets[layer] if offsets.requires_grad else offsets[layer].clone()
+            hook = _make_hook(lambda x, own=own: own, state, start, last_only)
         else:
-            hook = _make_hook(lambda x, layer=layer: table[rows, layer][:, None, :], state, start, last_only)
+            own = table[rows, layer][:, None, :]  # gathered once: rows are fixed while the hook lives
+            hook = _make_hook(lambda x, own=own: own, state, start, last_only)
         handle.handles.append(proj.register_forward_pre_hook(hook))
     return handle
 
@@ -101,20 +104,38 @@ def _track_positions(state: _PositionState):
 
 
 def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: bool):
+    from pas_kernels import add_head_offsets
+
     def pre(module, args):
         x = args[0]
-        delta = delta_for(x).to(x.dtype)
-        if start is not None or last_only:
-            t = x.shape[-2]
-            keep = torch.ones(t, dtype=torch.bool, device=x.device)
-            if start is not None:
-                keep &= torch.arange(state.offset, state.offset + t, device=x.device) >= start
-            if last_only:
-                keep &= torch.arange(t, device=x.device) == t - 1
-            delta = delta * keep[:, None].to(x.dtype)
-        return (x + delta,) + tuple(args[1:])
+        t = x.shape[-2]
+        first = 0 if start is None else max(start - state.offset, 0)
+        if last_only:
+            first = max(first, t - 1)
+        return (add_head_offsets(x, delta_for(x), torch.tensor(first)),) + tuple(args[1:])
 
     return pre
+
+
+def add_row_biases(model: nn.Module, table: torch.Tensor, rows: torch.Tensor) -> SteeringHandle:
+    """Folded per-row steering: add ``table[rows[b], layer]`` to each output projection's *output*.
+
+    table: ``[n_vectors, n_layers, hidden]`` holding exact ``W_o @ delta`` per vector (see
+    :func:`pas.batch.bias_table`); rows: ``[batch]``, ``-1`` = unsteered. Every position is steered.
+    """
+    from pas_kernels import add_row_bias
+
+    projs = o_proj_modules(model)
+    if table.shape[1] != len(projs):
+        raise ValueError(f"bias table has {table.shape[1]} layers, model has {len(projs)}")
+    padded = torch.cat([table, table.new_zeros(1, *table.shape[1:])])  # index n_vectors: zeros
+    index = torch.where(rows < 0, torch.full_like(rows, table.shape[0]), rows)
+    handle = SteeringHandle()
+    for layer, proj in enumerate(projs):
+        layer_table = padded[:, layer].contiguous()
+        handle.handles.append(proj.register_forward_hook(
+            lambda module, args, out, layer_table=layer_table: add_row_bias(out, layer_table, index)))
+    return handle
 
 
 def dense_offsets(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -29,13 +30,15 @@ class MethodContext:
     scorer: ItemScorer | None = None
     pas_config: object = None
     vectors: dict = field(default_factory=dict)  # case -> SteeringVector, for --vector
+    dpo_settings: object = None
+    adapter_dir: str | None = None  # where the dpo method saves each subject's adapter
 
     def others(self, subject: Subject) -> list[Subject]:
         return [s for s in self.population if s.case != subject.case]
 
 
 Method = Callable[[MethodContext, Subject], Prediction]
-LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-searched", "pas+few-shot")
+LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-searched", "pas+few-shot", "dpo")
 YARDSTICKS = ("always-3", "population-median", "ridge")
 
 
@@ -71,21 +74,37 @@ def _pas(variant: str) -> Method:
 
         from .align import PASConfig, align_to_subject
 
-        vector = ctx.vectors.get(subject.case)
         config = ctx.pas_config or PASConfig()
         if variant == "pas-searched":
             config = dataclasses.replace(config, learn=False)
         if variant == "pas+few-shot":
             config = dataclasses.replace(config, few_shot=True)
+        vector = ctx.vectors.get(subject.case)
         if vector is None:
             vector = align_to_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
                                       bank=ctx.bank, scorer=ctx.scorer)
-        ctx.vectors.setdefault("_last", {})[subject.case] = vector
         system = few_shot_system(ctx.bank, subject.answered(ctx.bank.train_ids)) if config.few_shot else None
-        return _llm(ctx, system, vector)
+        pred = _llm(ctx, system, vector)
+        pred.fit_seconds = float(vector.extra.get("fit_seconds", 0.0)) if subject.case not in ctx.vectors else 0.0
+        learn = {k: v for k, v in vector.extra.get("learn", {}).items() if k != "trace"}
+        pred.info = {"alpha": vector.alpha, **learn}
+        return pred
 
     method.__doc__ = f"PAS ({variant}): steering vector learned from the known answers."
     return method
+
+
+def dpo(ctx: MethodContext, subject: Subject) -> Prediction:
+    """DPO fine-tuning (LoRA) on the known answers; see :mod:`pas.dpo`."""
+    from .dpo import save_adapter, train_dpo
+
+    result = train_dpo(ctx.scorer.model, ctx.scorer.tokenizer, ctx.bank, subject, ctx.dpo_settings,
+                       scorer=ctx.scorer)
+    if ctx.adapter_dir is not None:
+        save_adapter(result, Path(ctx.adapter_dir) / subject.case)
+    s = ItemScorer(result.model, ctx.scorer.tokenizer, ctx.bank).score(ctx.bank.test_ids)
+    return Prediction(tuple(ctx.bank.test_ids), s.answers, s.expected, s.probs, result.fit_seconds,
+                      {"best_epoch": result.best_epoch, "val_trace": result.val_trace, "train_loss": result.train_loss})
 
 
 def _point(ids: Sequence[int], values: np.ndarray) -> Prediction:
@@ -135,6 +154,7 @@ METHODS: dict[str, Method] = {
     "pas": _pas("pas"),
     "pas-searched": _pas("pas-searched"),
     "pas+few-shot": _pas("pas+few-shot"),
+    "dpo": dpo,
     "always-3": always_3,
     "population-median": population_median,
     "ridge": ridge,
@@ -155,9 +175,6 @@ def run_method(name: str, ctx: MethodContext, subjects: Sequence[Subject], progr
         pred = METHODS[name](ctx, subject)
         score = score_subject(ctx.bank, subject, pred)
         score.seconds = time.perf_counter() - t
-        vec = ctx.vectors.get("_last", {}).pop(subject.case, None)
-        if vec is not None:
-            score.extra = {"fit_seconds": vec.extra.get("fit_seconds"), "alpha": vec.alpha,
-                           "learn": {k: v for k, v in vec.extra.get("learn", {}).items() if k != "trace"}}
+        score.extra = {"fit_seconds": pred.fit_seconds, "eval_seconds": score.seconds - pred.fit_seconds, **pred.info}
         out.append(score)
     return out

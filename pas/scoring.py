@@ -120,20 +120,21 @@ def encode_prompts(
     return EncodedPrompts(batches, len(seqs))
 
 
+def last_step(model, batch: _Batch, letter_ids: Sequence[int]) -> torch.Tensor:
+    """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp)."""
+    out = model(batch.last_ids, attention_mask=batch.mask, position_ids=batch.positions,
+                past_key_values=_new_cache(model, batch.kv), use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1, :].float()
+    idx = torch.tensor(list(letter_ids), device=logits.device)
+    return torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1)
+
+
 def final_logits(model, encoded: EncodedPrompts, letter_ids: Sequence[int]) -> torch.Tensor:
-    """Run the last token of every prompt; letter logits ``[N, 5]`` in the caller's order, and full-vocab logsumexp.
+    """Run the last token of every prompt: ``[N, 6]`` in the caller's order (see :func:`last_step`).
 
     Differentiable with respect to anything hooked into the model (used to learn offsets).
-    Returns ``[N, 6]``: five letter logits, then the log-partition over the vocabulary.
     """
-    out_rows = []
-    idx = torch.tensor(list(letter_ids), device=model.device)
-    for b in encoded.batches:
-        out = model(b.last_ids, attention_mask=b.mask, position_ids=b.positions,
-                    past_key_values=_new_cache(model, b.kv), use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float()
-        out_rows.append(torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1))
-    stacked = torch.cat(out_rows)
+    stacked = torch.cat([last_step(model, b, letter_ids) for b in encoded.batches])
     order = torch.cat([b.index for b in encoded.batches])
     result = torch.empty_like(stacked)
     result[order.to(stacked.device)] = stacked

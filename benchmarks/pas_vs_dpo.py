@@ -1,0 +1,96 @@
+"""PAS vs DPO (and every other method) on real PAPI subjects: alignment score and wall-clock, side by side.
+
+    python benchmarks/pas_vs_dpo.py                      # default: 3 subjects, all methods, ./results/pas_vs_dpo
+    python benchmarks/pas_vs_dpo.py --subjects all       # every subject of the data dir
+    python benchmarks/pas_vs_dpo.py --subjects 156978,17895 --methods pas,dpo
+
+Writes results.json, results.md and pas_vs_dpo.png to --out; an interrupted run resumes from --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from pas import ItemScorer, PASConfig, load_model, load_papi
+from pas.activations import head_activations
+from pas.compare import DEFAULT_METHODS, machine_info, markdown_table, plot, run_comparison, summarize_records
+from pas.data import select_subjects
+from pas.dpo import DPOSettings
+from pas.methods import LLM_METHODS, METHODS, MethodContext
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", help="PAPI data directory (default $PAPI_DATA_DIR, else ./papi)")
+    p.add_argument("--subjects", default="3", help="N (the first N), 'all', or comma-separated ids (default 3)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods (default: all)")
+    p.add_argument("--model", help="HF id or folder (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="model dtype (default fp32)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--dpo-epochs", type=int, default=DPOSettings.epochs, help="max DPO epochs (best chosen on validation)")
+    p.add_argument("--out", default="results/pas_vs_dpo", help="output folder (resumes from what is there)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    data = load_papi(args.data_dir)
+    spec = args.subjects
+    subjects = (list(data.subjects) if spec == "all" else
+                select_subjects(data.subjects, first=int(spec)) if spec.isdigit() else
+                select_subjects(data.subjects, [c.strip() for c in spec.split(",")]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), dpo_settings=DPOSettings(epochs=args.dpo_epochs),
+                        adapter_dir=str(out / "adapters"))
+    one_time = {}
+    if any(m in LLM_METHODS for m in methods):
+        t = time.perf_counter()
+        model, tok = load_model(args.model, dtype=args.dtype)
+        one_time["model_load_seconds"] = time.perf_counter() - t
+        ctx.scorer = ItemScorer(model, tok, data.bank)
+        t = time.perf_counter()
+        head_activations(model, tok, data.bank, data.bank.train_ids, use_cache=False)  # PAS's one-time cost
+        one_time["pas_activations_seconds"] = time.perf_counter() - t
+        head_activations(model, tok, data.bank, data.bank.train_ids)  # fill the disk cache for the runs below
+    records = run_comparison(data, subjects, methods, out, ctx)
+    summary = summarize_records(records)
+    settings = {
+        "subjects": [s.case for s in subjects], "methods": methods, "model": args.model or "SmolLM2-135M-Instruct",
+        "dtype": args.dtype, "threads": torch.get_num_threads(), "pas_config": asdict(ctx.pas_config),
+        "dpo_settings": asdict(ctx.dpo_settings), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python benchmarks/pas_vs_dpo.py", *(sys.argv[1:] if argv is None else argv)]),
+    }
+    report = {"settings": settings, "machine": machine_info(), "one_time_seconds": one_time, "methods": summary}
+    if "pas" in summary and "dpo" in summary:
+        report["dpo_over_pas_fit_time"] = summary["dpo"]["fit_seconds_per_subject"] / summary["pas"]["fit_seconds_per_subject"]
+    (out / "results.json").write_text(json.dumps(report, indent=1, default=float))
+    table = markdown_table(summary)
+    ratio = report.get("dpo_over_pas_fit_time")
+    header = (f"{len(subjects)} subjects, {settings['model']} ({args.dtype}), {settings['threads']} threads, "
+              f"{settings['date']}; one-time: {json.dumps({k: round(v, 1) for k, v in one_time.items()})}"
+              + (f"; DPO fit time / PAS fit time = {ratio:.1f}x" if ratio else ""))
+    (out / "results.md").write_text(f"{header}\n\n{table}\n")
+    plot(summary, out / "pas_vs_dpo.png", f"PAPI alignment vs fit time ({len(subjects)} subjects, {settings['model']})")
+    print(header)
+    print(table)
+    print(f"written: {out / 'results.json'}, {out / 'results.md'}, {out / 'pas_vs_dpo.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

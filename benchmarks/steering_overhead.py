@@ -1,0 +1,143 @@
+"""What steering costs at inference: tokens/s unsteered vs hook vs folded vs per-row (a different person per row).
+
+    python benchmarks/steering_overhead.py [--batches 1,16,64] [--prompt-len 32] [--decode 16] [--reps 3] [--json PATH]
+
+All modes run interleaved in one process (rep by rep), on the same prompts; the median
+time of each mode is compared with the unsteered median at the same batch size.
+Overheads are fractions: 0.03 = 3% slower than unsteered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+from pas import SteeringVector, load_model
+from pas.adapter import layout
+from pas.batch import bias_table
+from pas.hooks import add_offsets, add_row_biases
+from pas_kernels.compile import compile_enabled, compile_seconds
+
+MODES = ("unsteered", "hook", "folded", "per_row", "per_row_hook")
+
+
+def random_vector(model, seed: int, k: int = 24) -> SteeringVector:
+    """A vector shaped like align_to_subject's: k random heads, offsets of realistic size."""
+    lay = layout(model)
+    g = torch.Generator().manual_seed(seed)
+    off = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
+    for idx in torch.randperm(lay.n_layers * lay.n_heads, generator=g)[:k].tolist():
+        off[idx // lay.n_heads, idx % lay.n_heads] = torch.randn(lay.head_dim, generator=g)
+    return SteeringVector.for_model(model, off, positions="all")
+
+
+@contextmanager
+def steering(mode: str, model, vectors: list[SteeringVector], table: torch.Tensor, offsets: torch.Tensor):
+    rows = torch.arange(len(vectors), device=model.device)
+    if mode == "unsteered":
+        ctx = nullcontext()
+    elif mode == "hook":
+        ctx = vectors[0].apply(model)
+    elif mode == "folded":
+        ctx = vectors[0].fold(model)
+    elif mode == "per_row":
+        ctx = add_row_biases(model, table, rows)
+    else:
+        ctx = add_offsets(model, offsets, rows=rows)
+    with ctx:
+        yield
+
+
+@torch.no_grad()
+def run_once(model, ids: torch.Tensor, decode: int) -> tuple[float, float]:
+    """Seconds for the prefill of ``ids`` and for ``decode`` greedy steps after it."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    t0 = time.perf_counter()
+    out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    t1 = time.perf_counter()
+    nxt = out.logits[:, -1:].argmax(-1)
+    for _ in range(decode):
+        out = model(nxt, past_key_values=cache, use_cache=True)
+        nxt = out.logits[:, -1:].argmax(-1)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="HF id or folder (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--batches", default="1,16,64", help="batch sizes (default 1,16,64)")
+    p.add_argument("--prompt-len", type=int, default=32, help="prompt tokens per row (default 32)")
+    p.add_argument("--decode", type=int, default=16, help="decode steps (default 16)")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
+    p.add_argument("--json", help="also write the results here")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_model(args.model, dtype=args.dtype, device=device)
+    batches = [int(b) for b in args.batches.split(",")]
+    vectors = [random_vector(model, s) for s in range(max(batches))]
+    text = "Tell me honestly how you feel about meeting new people at a large party, and why. " * 8
+    base_ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"][:, : args.prompt_len]
+    results: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+                     "threads": torch.get_num_threads(), "compile": compile_enabled(), "dtype": args.dtype,
+                     "prompt_len": args.prompt_len, "decode_steps": args.decode, "reps": args.reps, "batches": {}}
+    for b in batches:
+        ids = base_ids.repeat(b, 1).to(device)
+        vecs = vectors[:b]
+        table = bias_table(model, vecs).to(device)
+        offsets = torch.stack([v.flat_offsets() for v in vecs]).to(device, model.dtype)
+        for mode in MODES:  # warm-up (and compilation) outside the timings
+            with steering(mode, model, vecs, table, offsets):
+                run_once(model, ids, 2)
+        times = {m: ([], []) for m in MODES}
+        for _ in range(args.reps):
+            for mode in MODES:
+                with steering(mode, model, vecs, table, offsets):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    pre, dec = run_once(model, ids, args.decode)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                times[mode][0].append(pre)
+                times[mode][1].append(dec)
+        row = {}
+        for mode in MODES:
+            pre, dec = statistics.median(times[mode][0]), statistics.median(times[mode][1])
+            row[mode] = {"prefill_tok_s": b * args.prompt_len / pre, "decode_tok_s": b * args.decode / dec,
+                         "prefill_s": pre, "decode_s": dec}
+        for mode in MODES[1:]:
+            row[mode]["prefill_overhead"] = row[mode]["prefill_s"] / row["unsteered"]["prefill_s"] - 1
+            row[mode]["decode_overhead"] = row[mode]["decode_s"] / row["unsteered"]["decode_s"] - 1
+        results["batches"][str(b)] = row
+        print(f"batch {b}: " + ", ".join(
+            f"{m} decode {row[m]['decode_tok_s']:.0f} tok/s" + (f" ({row[m]['decode_overhead']:+.1%})" if m != "unsteered" else "")
+            for m in MODES), flush=True)
+    r = results["batches"]
+    if "16" in r:
+        results["hook_overhead"] = r["16"]["hook"]["decode_overhead"]
+        results["folded_overhead"] = r["16"]["folded"]["decode_overhead"]
+        results["per_row_overhead_16"] = r["16"]["per_row"]["decode_overhead"]
+    if "64" in r:
+        results["per_row_overhead_64"] = r["64"]["per_row"]["decode_overhead"]
+    results["compile_seconds"] = dict(compile_seconds)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    print(json.dumps({k: v for k, v in results.items() if k != "batches"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Elementwise steering operations (reference implementations, compiled versions beside them)."""
+
+from __future__ import annotations
+
+import torch
+
+from .compile import compiled
+
+
+def add_head_offsets_reference(x: torch.Tensor, delta: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Hook mode: ``x [B, T, H*D] + delta`` at positions ``>= first``.
+
+    delta: ``[H*D]`` (one vector for the batch) or ``[B, 1, H*D]`` (one per row).
+    first: 0-d tensor, the first position (within this call) to steer; 0 steers all.
+    """
+    t = torch.arange(x.shape[-2], device=x.device)
+    gate = (t >= first).to(x.dtype)[:, None]  # [T, 1]
+    return x + delta.to(x.dtype) * gate
+
+
+def add_row_bias_reference(y: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Per-row steering after the projection: ``y [B, T, hidden] + table[rows]``; ``table [S + 1, hidden]``.
+
+    Row index ``S`` (the last row of the table, zeros) means "no steering".
+    """
+    return y + table[rows][:, None, :].to(y.dtype)
+
+
+add_head_offsets = compiled(add_head_offsets_reference)
+add_row_bias = compiled(add_row_bias_reference)

@@ -1,0 +1,107 @@
+"""Many people in one batch: every row of a batch carries its own steering vector (or none).
+
+One forward per step serves all rows; results equal running each row alone with its
+own vector (tested). Scoring reuses the subject-independent body encodings, so
+answering the questionnaire for S people costs one final-token pass over S x items rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .adapter import layout, o_proj_modules, o_proj_weight
+from .hooks import add_offsets, add_row_biases
+from .scoring import ItemScorer, OptionScores, _Batch, last_step, to_scores
+from .steering import SteeringVector
+
+
+def _offset_table(model, vectors: Sequence[SteeringVector | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[S, L, H*D]`` offsets of the given vectors and each vector's row index (-1 for None)."""
+    lay = layout(model)
+    real = [v for v in vectors if v is not None]
+    for v in real:
+        v.check_model(model)
+    table = (torch.stack([v.flat_offsets() for v in real]) if real
+             else torch.zeros(1, lay.n_layers, lay.attn_width)).to(model.device, model.dtype)
+    index, n = [], 0
+    for v in vectors:
+        index.append(-1 if v is None else n)
+        n += v is not None
+    return table, torch.tensor(index, device=model.device)
+
+
+def bias_table(model, vectors: Sequence[SteeringVector]) -> torch.Tensor:
+    """Exact ``W_o @ delta`` per vector and layer (fp32 arithmetic): ``[S, L, hidden]`` for folded per-row steering."""
+    lay = layout(model)
+    weights = [o_proj_weight(p, lay.conv1d).float() for p in o_proj_modules(model)]
+    rows = []
+    for v in vectors:
+        v.check_model(model)
+        off = v.flat_offsets(model.device).float()
+        rows.append(torch.stack([w @ off[layer] for layer, w in enumerate(weights)]))
+    return torch.stack(rows).to(model.dtype)
+
+
+def _repeat(batch: _Batch, s: int) -> _Batch:
+    return _Batch(
+        kv=[(k.repeat(s, 1, 1, 1), v.repeat(s, 1, 1, 1)) for k, v in batch.kv],
+        last_ids=batch.last_ids.repeat(s, 1), mask=batch.mask.repeat(s, 1), positions=batch.positions.repeat(s, 1),
+        index=batch.index.repeat(s),
+    )
+
+
+@torch.no_grad()
+def score_many(scorer: ItemScorer, ids: Sequence[int], vectors: Sequence[SteeringVector | None],
+               system: str | None = None, max_rows: int = 256) -> list[OptionScores]:
+    """Questionnaire scores for items ``ids`` under each vector, all people batched together.
+
+    Vectors must be "last"-mode (the answer position), as :func:`pas.align_to_subject` makes them.
+    """
+    if any(v is not None and v.positions != "last" for v in vectors):
+        raise ValueError("score_many needs positions='last' vectors; score 'all' vectors one by one")
+    model = scorer.model
+    enc = scorer.encode(ids, system)
+    table, index = _offset_table(model, vectors)
+    out = torch.empty(len(vectors), enc.n, 6)
+    for b in enc.batches:
+        per = max(1, max_rows // len(b.index))  # people per pass
+        for p0 in range(0, len(vectors), per):
+            people = index[p0 : p0 + per]
+            with add_offsets(model, table, rows=people.repeat_interleave(len(b.index))):
+                logits = last_step(model, _repeat(b, len(people)), scorer.letter_ids)
+            out[p0 : p0 + len(people), b.index] = logits.reshape(len(people), len(b.index), 6).float().cpu()
+    return [to_scores(out[s]) for s in range(len(vectors))]
+
+
+@torch.no_grad()
+def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[SteeringVector | None], *,
+                  max_new_tokens: int = 64, folded: bool = False) -> list[str]:
+    """Greedy replies, one per prompt, each row steered by its own vector (None = unsteered).
+
+    "last"-mode vectors steer each position that produces a token, like :func:`pas.chat.generate`;
+    with ``folded=True`` (or "all"-mode vectors) every position is steered through exact per-row biases.
+    """
+    if len(prompts) != len(vectors):
+        raise ValueError(f"{len(prompts)} prompts but {len(vectors)} vectors")
+    modes = {v.positions for v in vectors if v is not None}
+    if len(modes) > 1:
+        raise ValueError("mixing 'last' and 'all' vectors in one batch is not supported")
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    tokenizer.padding_side = side
+    if folded or modes == {"all"}:
+        real = [v for v in vectors if v is not None]
+        table = bias_table(model, real) if real else torch.zeros(1, layout(model).n_layers, layout(model).hidden_size)
+        _, index = _offset_table(model, vectors)
+        handle = add_row_biases(model, table.to(model.device), index)
+    else:
+        table, index = _offset_table(model, vectors)
+        handle = add_offsets(model, table, rows=index, last_only=True)
+    with handle:
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return [tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]

@@ -1,0 +1,83 @@
+"""Compiled kernels agree with their plain-torch references; batched probes agree with scikit-learn."""
+
+import numpy as np
+import pytest
+import torch
+
+import pas_kernels
+from pas_kernels import add_head_offsets, add_row_bias, batched_logistic_accuracies, fit_logistic
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 12), (3, 1, 12), (1, 17, 12)])
+def test_head_offsets_compiled_equals_reference(shape):
+    x = torch.randn(*shape)
+    for delta in (torch.randn(12), torch.randn(shape[0], 1, 12)):
+        for first in (0, 1, shape[1] - 1, shape[1] + 2):
+            ref = add_head_offsets.reference(x, delta, torch.tensor(first))
+            torch.testing.assert_close(add_head_offsets(x, delta, torch.tensor(first)), ref)
+            keep = torch.arange(shape[1]) >= first
+            torch.testing.assert_close(ref[:, ~keep], x[:, ~keep])
+
+
+def test_row_bias_compiled_equals_reference():
+    y = torch.randn(4, 3, 10)
+    table = torch.randn(3, 10)
+    rows = torch.tensor([0, 2, 1, 2])
+    torch.testing.assert_close(add_row_bias(y, table, rows), add_row_bias.reference(y, table, rows))
+    torch.testing.assert_close(add_row_bias(y, table, rows)[1], y[1] + table[2])
+
+
+def test_compile_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("PAS_COMPILE", "0")
+    assert not pas_kernels.compile_enabled()
+    x, d = torch.randn(2, 3, 4), torch.randn(4)
+    torch.testing.assert_close(add_head_offsets(x, d, torch.tensor(0)), x + d)
+
+
+def test_logistic_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 80, 5, generator=g, dtype=torch.float64)
+    true_w = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    y = (torch.einsum("gnd,gd->gn", x, true_w) + 0.5 * torch.randn(6, 80, generator=g, dtype=torch.float64) > 0).double()
+    w = fit_logistic(x, y)
+    for k in range(6):
+        clf = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x[k].numpy(), y[k].numpy())
+        np.testing.assert_allclose(w[k, :-1].numpy(), clf.coef_[0], atol=1e-4)
+        np.testing.assert_allclose(w[k, -1].item(), clf.intercept_[0], atol=1e-4)
+    acc = batched_logistic_accuracies(x[:, :60], y[:, :60], x[:, 60:], y[:, 60:])
+    assert acc.shape == (6,) and float(acc.min()) > 0.6
+
+
+def test_torch_probes_select_sklearn_heads():
+    from pas.activations import HeadActivations
+    from pas.directions import contrast_set, sklearn_probe_accuracies, split_by_item, top_heads, torch_probe_accuracies
+
+    g = torch.Generator().manual_seed(1)
+    acts = torch.randn(40, 2, 3, 4, 8, generator=g)
+    answers = {i: (5 if i % 3 else 1) for i in range(1, 41)}
+    for n, item in enumerate(answers):  # a few informative heads of different strength
+        for (l, h), s in {(0, 1): 2.0, (2, 3): 1.0, (1, 0): 0.6}.items():
+            sign = 1 if answers[item] >= 4 else -1
+            acts[n, 0, l, h, 0] += s * sign
+            acts[n, 1, l, h, 0] -= s * sign
+    data = contrast_set(HeadActivations(tuple(answers), acts), answers)
+    tr, va = split_by_item(data.group, 0.3, 0)
+    a, b = sklearn_probe_accuracies(data, tr, va, 0), torch_probe_accuracies(data, tr, va, 0)
+    torch.testing.assert_close(a, b)
+    assert top_heads(a, 3) == top_heads(b, 3)
+
+
+def test_many_subjects_in_one_fit_equal_separate_fits():
+    from pas_kernels import many_subject_accuracies
+
+    g = torch.Generator().manual_seed(2)
+    problems = []
+    for n, v in ((30, 10), (22, 7), (41, 12)):
+        x = torch.randn(4, n + v, 6, generator=g)
+        y = (x[0, :, 0] + 0.3 * torch.randn(n + v, generator=g) > 0).float()
+        problems.append((x[:, :n], y[:n], x[:, n:], y[n:]))
+    together = many_subject_accuracies(problems)
+    for p, acc in zip(problems, together):
+        torch.testing.assert_close(acc, batched_logistic_accuracies(*p))
