@@ -26,7 +26,7 @@ from pas_kernels.compile import compile_seconds
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", help="PAPI data directory (default $PAPI_DATA_DIR)")
+    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subjects", type=int, default=50, help="subjects in the many-subject run (default 50)")
     p.add_argument("--k", type=int, default=PASConfig.k, help="heads kept (default 24)")
     p.add_argument("--json", help="also write the results here")

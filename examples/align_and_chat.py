@@ -19,7 +19,7 @@ from pas.scoring import ItemScorer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", help="PAPI data directory (default $PAPI_DATA_DIR)")
+    parser.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     parser.add_argument("--subject", default="156978", help="subject id (case)")
     parser.add_argument("--out", help="where to save the vector (default: a temporary file)")
     parser.add_argument("--strength", type=float, default=0.3, help="vector multiplier for free chat")

@@ -10,6 +10,7 @@ under ``$PAS_CACHE/activations/<fingerprint>.safetensors``.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,8 @@ def head_activations(model, tokenizer, bank: ItemBank, ids: Sequence[int], *, te
     if use_cache and path.exists():
         try:
             return HeadActivations(tuple(ids), load_file(path)["acts"])
-        except Exception:  # a corrupt cache file is recomputed, then overwritten atomically
-            pass
+        except Exception as e:  # our own cache file, corrupt: say so, recompute, replace it atomically
+            warnings.warn(f"activation cache {path} is unreadable ({e}); recomputing it")
     flat = collect_head_outputs(model, tokenizer, texts, progress=progress)
     acts = rearrange(flat, "(n a) l h d -> n a l h d", a=2).contiguous()
     if use_cache:

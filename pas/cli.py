@@ -12,7 +12,7 @@ from .align import PASConfig
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi)")
+    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subject", action="append", default=[], metavar="CASE", help="subject id (repeatable)")
     p.add_argument("--first", type=int, help="use the first N subjects of the data dir")
 
@@ -77,7 +77,9 @@ def cmd_eval(args) -> int:
         from .scoring import ItemScorer
 
         model, tok = load_model(args.model, dtype=args.dtype)
-        ctx.scorer = ItemScorer(model, tok, data.bank, progress=not args.json)
+        from .prompts import PromptTemplate
+
+        ctx.scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill), progress=not args.json)
     reports = []
     for name in args.method:
         t = time.perf_counter()
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "population-median, ridge (repeatable)")
     p.add_argument("--vector", action="append", default=[], help="saved steering vector per subject (for --method pas)")
     p.add_argument("--json", action="store_true", help="one JSON object per method instead of a table")
+    p.add_argument("--prefill", default="(", help="text that starts the assistant turn before the letter (default '(')")
     p.add_argument("--dpo-epochs", type=int, default=3, help="dpo: most epochs (best chosen on validation items)")
     p.add_argument("--dpo-lr", type=float, default=5e-4, help="dpo: learning rate (LoRA)")
     p.add_argument("--adapter-dir", help="dpo: save each subject's adapter under this folder")
@@ -146,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("align", help="learn a subject's steering vector and save it")
-    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi)")
+    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subject", required=True, metavar="CASE", help="subject id")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -6,8 +6,8 @@ short IPIP-NEO-120 form are what is known about a person (training items), the
 other 180 are held out (test items). An answer of 0 means the person skipped the
 item: it is *missing*, recorded in ``Subject.missing`` and never scored.
 
-Data directory resolution: explicit argument, else ``$PAPI_DATA_DIR``, else
-``./papi`` (see ``papi_data/README.md`` for the layout).
+Data directory resolution: explicit argument, else ``$PAPI_DATA_DIR``, else the
+first of ``./papi`` and ``../shared/papi`` that exists (see ``papi_data/README.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 DOMAINS: tuple[str, ...] = ("O", "C", "E", "A", "N")
 N_OPTIONS = 5  # 1 Very Inaccurate .. 5 Very Accurate
-DEFAULT_DATA_DIR = "papi"
+DEFAULT_DATA_DIRS = ("papi", "../shared/papi")  # tried in order when nothing else is set
 DATA_DIR_ENV = "PAPI_DATA_DIR"
 
 
@@ -91,11 +91,17 @@ class Subject:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Explicit argument, else ``$PAPI_DATA_DIR``, else ``./papi``; it must exist."""
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)
+    """Explicit argument, else ``$PAPI_DATA_DIR``, else ``./papi`` or ``../shared/papi``; it must exist."""
+    if data_dir is None and DATA_DIR_ENV not in os.environ:
+        found = [Path(d) for d in DEFAULT_DATA_DIRS if Path(d).is_dir()]
+        if not found:
+            raise PapiDataError(f"no PAPI data directory: pass --data-dir or set {DATA_DIR_ENV} "
+                                f"(looked for {', '.join(DEFAULT_DATA_DIRS)})")
+        return found[0]
+    chosen = data_dir if data_dir is not None else os.environ[DATA_DIR_ENV]
     path = Path(chosen).expanduser()
     if not path.is_dir():
-        how = "argument" if data_dir is not None else (f"${DATA_DIR_ENV}" if DATA_DIR_ENV in os.environ else "default")
+        how = "argument" if data_dir is not None else f"${DATA_DIR_ENV}"
         raise PapiDataError(
             f"PAPI data directory {str(path)!r} (from {how}) does not exist; pass --data-dir or set {DATA_DIR_ENV}"
         )

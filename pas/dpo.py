@@ -66,9 +66,9 @@ def preference_pairs(scorer: ItemScorer, subject: Subject, ids) -> list[dict]:
     return pairs
 
 
-def _val_objective(model, tokenizer, bank: ItemBank, subject: Subject, val_ids) -> tuple[float, float]:
+def _val_objective(model, tokenizer, bank: ItemBank, subject: Subject, val_ids, template) -> tuple[float, float]:
     model.eval()
-    s = ItemScorer(model, tokenizer, bank).score(val_ids)  # a fresh scorer: encodings depend on the weights
+    s = ItemScorer(model, tokenizer, bank, template).score(val_ids)  # a fresh scorer: encodings depend on the weights
     r = score_subject(bank, subject, Prediction(tuple(val_ids), s.answers, s.expected))
     return r.composite, r.expected_composite
 
@@ -106,12 +106,12 @@ def train_dpo(model, tokenizer, bank: ItemBank, subject: Subject, settings: DPOS
 
     class EpochEval(TrainerCallback):
         def on_epoch_end(self, args_, st, control, model=None, **kw):
-            state.offer(int(round(st.epoch)), _val_objective(model, tokenizer, bank, subject, val_ids), model)
+            state.offer(int(round(st.epoch)), _val_objective(model, tokenizer, bank, subject, val_ids, scorer.template), model)
             model.train()
 
     trainer = DPOTrainer(model=policy, args=args, train_dataset=train_set, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[EpochEval()])
-    state.offer(0, _val_objective(trainer.model, tokenizer, bank, subject, val_ids), trainer.model)
+    state.offer(0, _val_objective(trainer.model, tokenizer, bank, subject, val_ids, scorer.template), trainer.model)
     out = trainer.train()
     trained = trainer.model
     state.restore(trained)

@@ -88,6 +88,8 @@ def summarize(method: str, scores: Sequence[SubjectScore], **extra) -> dict:
         "expected_composite_ci": [elo, ehi],
         "subjects": [s.case for s in scores],
         "seconds": float(sum(s.seconds for s in scores)),
+        "letter_mass": (float(np.mean([s.extra["letter_mass"] for s in scores]))
+                        if all("letter_mass" in s.extra for s in scores) else None),
         "per_subject": [
             {"case": s.case, "composite": s.composite, "expected_composite": s.expected_composite,
              "domains": s.domains, "seconds": s.seconds, **s.extra}

@@ -48,7 +48,7 @@ def _llm(ctx: MethodContext, system: str | None, steering=None) -> Prediction:
     ids = ctx.bank.test_ids
     positions = steering.positions if steering is not None else "last"
     s = ctx.scorer.score(ids, system, steering=steering, positions=positions)
-    return Prediction(tuple(ids), s.answers, s.expected, s.probs)
+    return Prediction(tuple(ids), s.answers, s.expected, s.probs, info={"letter_mass": float(s.letter_mass.mean())})
 
 
 def base(ctx: MethodContext, subject: Subject) -> Prediction:
@@ -87,7 +87,7 @@ def _pas(variant: str) -> Method:
         pred = _llm(ctx, system, vector)
         pred.fit_seconds = float(vector.extra.get("fit_seconds", 0.0)) if subject.case not in ctx.vectors else 0.0
         learn = {k: v for k, v in vector.extra.get("learn", {}).items() if k != "trace"}
-        pred.info = {"alpha": vector.alpha, **learn}
+        pred.info.update({"alpha": vector.alpha, **learn})
         return pred
 
     method.__doc__ = f"PAS ({variant}): steering vector learned from the known answers."
@@ -102,9 +102,11 @@ def dpo(ctx: MethodContext, subject: Subject) -> Prediction:
                        scorer=ctx.scorer)
     if ctx.adapter_dir is not None:
         save_adapter(result, Path(ctx.adapter_dir) / subject.case)
-    s = ItemScorer(result.model, ctx.scorer.tokenizer, ctx.bank).score(ctx.bank.test_ids)
+    scorer = ItemScorer(result.model, ctx.scorer.tokenizer, ctx.bank, ctx.scorer.template)
+    s = scorer.score(ctx.bank.test_ids)
     return Prediction(tuple(ctx.bank.test_ids), s.answers, s.expected, s.probs, result.fit_seconds,
-                      {"best_epoch": result.best_epoch, "val_trace": result.val_trace, "train_loss": result.train_loss})
+                      {"best_epoch": result.best_epoch, "val_trace": result.val_trace, "train_loss": result.train_loss,
+                       "letter_mass": float(s.letter_mass.mean())})
 
 
 def _point(ids: Sequence[int], values: np.ndarray) -> Prediction:

@@ -154,3 +154,12 @@ def test_parse_records_directly(papi):
 
 def test_load_papi_descriptions(papi, data_dir):
     assert load_papi(data_dir).subjects[5].description == papi.subjects[5].description
+
+
+def test_default_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("PAPI_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PapiDataError, match="no PAPI data directory"):
+        resolve_data_dir()
+    (tmp_path / "papi").mkdir()
+    assert resolve_data_dir().resolve() == (tmp_path / "papi").resolve()
