@@ -48,7 +48,7 @@ def _repeat(batch: _Batch, s: int) -> _Batch:
     return _Batch(
         kv=[(k.repeat(s, 1, 1, 1), v.repeat(s, 1, 1, 1)) for k, v in batch.kv],
         last_ids=batch.last_ids.repeat(s, 1), mask=batch.mask.repeat(s, 1), positions=batch.positions.repeat(s, 1),
-        index=batch.index.repeat(s),
+        index=batch.index.repeat(s), prefix_kv=batch.prefix_kv,
     )
 
 

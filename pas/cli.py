@@ -119,6 +119,10 @@ def cmd_chat(args) -> int:
     from .steering import SteeringVector
 
     model, tok = load_model(args.model, dtype=args.dtype)
+    if args.adapter:
+        from .dpo import load_adapter
+
+        model = load_adapter(model, args.adapter)
     vector = SteeringVector.load(args.vector) if args.vector else None
     if vector is not None and args.strength != 1.0:
         vector = vector * args.strength
@@ -160,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="chat with the model, steered by a saved vector")
     _add_model_args(p)
     p.add_argument("--vector", help="steering vector file (.safetensors); none = unsteered")
+    p.add_argument("--adapter", help="a subject's saved DPO adapter folder (pas eval --method dpo --adapter-dir)")
     p.add_argument("--strength", type=float, default=1.0, help="multiply the vector by this (default 1)")
     p.add_argument("--prompt", help="one-shot: answer this and exit")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate per reply (default 128)")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DOMAINS, PapiData, Subject
-from .evaluate import SubjectScore, mean_ci, paired_difference, score_subject
+from .evaluate import mean_ci, paired_difference, score_subject
 from .methods import LLM_METHODS, METHODS, MethodContext
 
 DEFAULT_METHODS = ("always-3", "population-median", "ridge", "base", "few-shot", "description", "pas-searched",

@@ -44,16 +44,25 @@ class OptionScores:
 
 @dataclass
 class _Batch:
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, [B, kv_heads, T, D]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, the body only: [B, kv_heads, S, D]
     last_ids: torch.Tensor  # [B, 1]
-    mask: torch.Tensor  # [B, T + 1]
+    mask: torch.Tensor  # [B, P + S + 1]
     positions: torch.Tensor  # [B, 1]
     index: torch.Tensor  # [B] position of each row in the caller's list
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # shared, [1, kv_heads, P, D]
+
+    def full_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Prefix + body cache for this batch (the prefix is stored once, expanded here)."""
+        if not self.prefix_kv:
+            return self.kv
+        b = self.last_ids.shape[0]
+        return [(torch.cat([pk.expand(b, -1, -1, -1), k], 2), torch.cat([pv.expand(b, -1, -1, -1), v], 2))
+                for (pk, pv), (k, v) in zip(self.prefix_kv, self.kv)]
 
 
 @dataclass
 class EncodedPrompts:
-    """Prompts run up to (not including) their last token."""
+    """Prompts run up to (not including) their last token; the shared prefix's cache is kept once."""
 
     batches: list[_Batch]
     n: int
@@ -80,9 +89,14 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 
 @torch.no_grad()
 def encode_prompts(
-    model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, prefix_cache: bool = True, progress: bool = False
+    model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, prefix_cache: bool = True, progress: bool = False,
+    token_budget: int = 8192,
 ) -> EncodedPrompts:
-    """Run every prompt but its last token; see the module docstring."""
+    """Run every prompt but its last token; see the module docstring.
+
+    Batches hold at most ``batch_size`` rows and about ``token_budget`` cached positions
+    (prefix included), which bounds memory when a long system prompt is shared.
+    """
     seqs = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
     if any(len(s) < 2 for s in seqs):
         raise ValueError("every prompt needs at least two tokens")
@@ -95,6 +109,7 @@ def encode_prompts(
         prefix_kv = _kv_pairs(out.past_key_values)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths batch together: less padding
     batches = []
+    batch_size = max(1, min(batch_size, token_budget // max(len(s) for s in seqs)))
     starts = range(0, len(order), batch_size)
     for b0 in tqdm(starts, desc="encoding prompts", disable=not progress, leave=False):
         rows = order[b0 : b0 + batch_size]
@@ -108,9 +123,11 @@ def encode_prompts(
         kv = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix_kv] if p else None
         out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(model, kv),
                     use_cache=True, logits_to_keep=1)
+        body_kv = [(k[:, :, p:].clone(), v[:, :, p:].clone()) for k, v in _kv_pairs(out.past_key_values)]
         batches.append(
             _Batch(
-                kv=_kv_pairs(out.past_key_values),
+                kv=body_kv,
+                prefix_kv=prefix_kv,
                 last_ids=torch.tensor([[seqs[i][-1]] for i in rows], device=device),
                 mask=torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], 1),
                 positions=torch.tensor([[len(seqs[i]) - 1] for i in rows], device=device),
@@ -123,7 +140,7 @@ def encode_prompts(
 def last_step(model, batch: _Batch, letter_ids: Sequence[int]) -> torch.Tensor:
     """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp)."""
     out = model(batch.last_ids, attention_mask=batch.mask, position_ids=batch.positions,
-                past_key_values=_new_cache(model, batch.kv), use_cache=True, logits_to_keep=1)
+                past_key_values=_new_cache(model, batch.full_kv()), use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1, :].float()
     idx = torch.tensor(list(letter_ids), device=logits.device)
     return torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1)
