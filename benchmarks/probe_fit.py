@@ -29,12 +29,15 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subjects", type=int, default=50, help="subjects in the many-subject run (default 50)")
     p.add_argument("--k", type=int, default=PASConfig.k, help="heads kept (default 24)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--json", help="also write the results here")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = PASConfig()
     data = load_papi(args.data_dir)
     model, tok = load_model()

@@ -108,6 +108,8 @@ def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: b
 
     def pre(module, args):
         x = args[0]
+        if start is None and not last_only:  # ungated: one add, nothing to fuse
+            return (x + delta_for(x).to(x.dtype),) + tuple(args[1:])
         t = x.shape[-2]
         first = 0 if start is None else max(start - state.offset, 0)
         if last_only:
