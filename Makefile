@@ -18,7 +18,7 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/pas eval --data-dir $(PAPI_DATA_DIR) --first 3 --method always-3 --method population-median --method ridge --method base --method few-shot --method pas
+	$(VENV)/bin/pas eval --data-dir $(PAPI_DATA_DIR) --first 3 --method always-3 --method population-median --method ridge --method base --method few-shot --method pas --method pas-learned
 
 test: setup
 	$(PY) -m pytest -q

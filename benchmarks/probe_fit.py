@@ -3,25 +3,30 @@
     python benchmarks/probe_fit.py [--data-dir DIR] [--subjects 50] [--k 24] [--json PATH]
 
 Uses the real model's cached contrastive activations and real subjects' fit items, exactly as
-align_to_subject does.
+align_to_subject does. The scikit-learn loop runs with two solvers: its default L-BFGS (what the
+paper's code uses) and Newton-Cholesky (the same algorithm as ours, and our reference path).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
+import warnings
 
 import numpy as np
 import torch
 
+from common import add_run_args, apply_threads, finish
 from pas import load_model, load_papi
 from pas.activations import head_activations
 from pas.align import PASConfig, _subset
-from pas.directions import contrast_set, head_problems, sklearn_probe_accuracies, split_by_item, top_heads
+from pas.directions import SKLEARN_SOLVER, contrast_set, head_problems, sklearn_probe_accuracies, split_by_item, top_heads
 from pas.optimize import split_known
 from pas_kernels import many_subject_accuracies
 from pas_kernels.compile import compile_seconds
+
+
+SOLVERS = ("lbfgs", SKLEARN_SOLVER)
 
 
 def parse_args(argv=None):
@@ -29,15 +34,13 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subjects", type=int, default=50, help="subjects in the many-subject run (default 50)")
     p.add_argument("--k", type=int, default=PASConfig.k, help="heads kept (default 24)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--json", help="also write the results here")
+    add_run_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     cfg = PASConfig()
     data = load_papi(args.data_dir)
     model, tok = load_model()
@@ -52,22 +55,25 @@ def main(argv=None) -> int:
     result = {"compile_seconds": dict(compile_seconds), "device": str(model.device), "threads": torch.get_num_threads()}
     for label, group in (("one_subject", sets[:1]), (f"{len(sets)}_subjects", sets)):
         t = time.perf_counter()
-        sk = [sklearn_probe_accuracies(d, tr, va, cfg.seed) for d, tr, va in group]
-        t_sk = time.perf_counter() - t
-        t = time.perf_counter()
         th = many_subject_accuracies([head_problems(d, tr, va) for d, tr, va in group])  # all subjects in one fit
-        th = [a.reshape(sk[0].shape).float() for a in th]
         t_th = time.perf_counter() - t
-        overlap = [len(set(top_heads(a, args.k)) & set(top_heads(b, args.k))) / args.k for a, b in zip(sk, th)]
-        result[label] = {"sklearn_seconds": t_sk, "torch_seconds": t_th, "speedup": t_sk / t_th,
-                         "topk_overlap_mean": float(np.mean(overlap)), "topk_overlap_min": float(np.min(overlap)),
-                         "max_abs_accuracy_diff": float(max((a - b).abs().max() for a, b in zip(sk, th)))}
-        print(f"{label}: scikit-learn {t_sk:.2f} s, torch batched {t_th:.3f} s, speed-up {t_sk / t_th:.1f}x, "
-              f"top-{args.k} overlap mean {np.mean(overlap):.3f} (min {np.min(overlap):.3f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
+        th = [a.reshape(sets[0][0].x.shape[1:3]).float() for a in th]
+        row = {"torch_seconds": t_th}
+        for solver in SOLVERS:
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lbfgs: ConvergenceWarning on some heads
+                sk = [sklearn_probe_accuracies(d, tr, va, cfg.seed, solver=solver) for d, tr, va in group]
+            t_sk = time.perf_counter() - t
+            overlap = [len(set(top_heads(a, args.k)) & set(top_heads(b, args.k))) / args.k for a, b in zip(sk, th)]
+            row[solver] = {"sklearn_seconds": t_sk, "speedup": t_sk / t_th, "topk_overlap_mean": float(np.mean(overlap)),
+                           "topk_overlap_min": float(np.min(overlap)),
+                           "max_abs_accuracy_diff": float(max((a - b).abs().max() for a, b in zip(sk, th)))}
+            print(f"{label}: scikit-learn ({solver}) {t_sk:.2f} s, torch batched {t_th:.3f} s, "
+                  f"speed-up {t_sk / t_th:.1f}x, top-{args.k} overlap mean {np.mean(overlap):.3f} "
+                  f"(min {np.min(overlap):.3f})", flush=True)
+        result[label] = row
+    finish(args, result)
     return 0
 
 

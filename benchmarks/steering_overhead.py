@@ -1,22 +1,24 @@
 """What steering costs at inference: tokens/s unsteered vs hook vs folded vs per-row (a different person per row).
 
-    python benchmarks/steering_overhead.py [--batches 1,16,64] [--prompt-len 32] [--decode 16] [--reps 3] [--json PATH]
+    python benchmarks/steering_overhead.py [--batches 1,16,64] [--prompt-len 32] [--decode 16] [--reps 7] [--json PATH]
 
-All modes run interleaved in one process (rep by rep), on the same prompts; the median
-time of each mode is compared with the unsteered median at the same batch size.
-Overheads are fractions: 0.03 = 3% slower than unsteered.
+All modes run interleaved in one process, on the same prompts: each repetition runs every
+mode once, in a shuffled order, and a mode's overhead is the median over repetitions of
+its time divided by the unsteered time *of the same repetition* (paired, so a slow spell
+of a noisy machine hits both sides). Overheads are fractions: 0.03 = 3% slower than unsteered.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import random
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
 
 import torch
 
+from common import add_run_args, apply_threads, finish
 from pas import SteeringVector, load_model
 from pas.adapter import layout
 from pas.batch import bias_table
@@ -34,6 +36,22 @@ def random_vector(model, seed: int, k: int = 24) -> SteeringVector:
     for idx in torch.randperm(lay.n_layers * lay.n_heads, generator=g)[:k].tolist():
         off[idx // lay.n_heads, idx % lay.n_heads] = torch.randn(lay.head_dim, generator=g)
     return SteeringVector.for_model(model, off, positions="all")
+
+
+def compile_kernels(model) -> dict[str, float]:
+    """First-call (compile) seconds of each steering kernel, at this model's widths.
+
+    Decode steps never call them (see pas.hooks), so they are compiled here explicitly;
+    a later call with another batch size or length reuses the same graph (dynamic shapes).
+    """
+    from pas_kernels import add_head_offsets, add_row_bias
+
+    lay = layout(model)
+    x = torch.randn(3, 7, lay.attn_width, device=model.device, dtype=model.dtype)
+    add_head_offsets(x, torch.randn(lay.attn_width, device=x.device, dtype=x.dtype), torch.tensor(4))
+    y = torch.randn(3, 7, lay.hidden_size, device=model.device, dtype=model.dtype)
+    add_row_bias(y, torch.randn(4, lay.hidden_size, device=y.device, dtype=y.dtype), torch.tensor([0, 3, 1], device=y.device))
+    return dict(compile_seconds)
 
 
 @contextmanager
@@ -77,19 +95,18 @@ def parse_args(argv=None):
     p.add_argument("--batches", default="1,16,64", help="batch sizes (default 1,16,64)")
     p.add_argument("--prompt-len", type=int, default=32, help="prompt tokens per row (default 32)")
     p.add_argument("--decode", type=int, default=16, help="decode steps (default 16)")
-    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (default 7)")
+    add_run_args(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load_model(args.model, dtype=args.dtype, device=device)
     batches = [int(b) for b in args.batches.split(",")]
+    rng = random.Random(0)
     vectors = [random_vector(model, s) for s in range(max(batches))]
     text = "Tell me honestly how you feel about meeting new people at a large party, and why. " * 8
     base_ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"][:, : args.prompt_len]
@@ -105,8 +122,10 @@ def main(argv=None) -> int:
             with steering(mode, model, vecs, table, offsets):
                 run_once(model, ids, 2)
         times = {m: ([], []) for m in MODES}
+        order = list(MODES)
         for _ in range(args.reps):
-            for mode in MODES:
+            rng.shuffle(order)
+            for mode in order:
                 with steering(mode, model, vecs, table, offsets):
                     if device == "cuda":
                         torch.cuda.synchronize()
@@ -121,8 +140,9 @@ def main(argv=None) -> int:
             row[mode] = {"prefill_tok_s": b * args.prompt_len / pre, "decode_tok_s": b * args.decode / dec,
                          "prefill_s": pre, "decode_s": dec}
         for mode in MODES[1:]:
-            row[mode]["prefill_overhead"] = row[mode]["prefill_s"] / row["unsteered"]["prefill_s"] - 1
-            row[mode]["decode_overhead"] = row[mode]["decode_s"] / row["unsteered"]["decode_s"] - 1
+            for phase, k in (("prefill", 0), ("decode", 1)):
+                ratios = [t / u for t, u in zip(times[mode][k], times["unsteered"][k])]
+                row[mode][f"{phase}_overhead"] = statistics.median(ratios) - 1
         results["batches"][str(b)] = row
         print(f"batch {b}: " + ", ".join(
             f"{m} decode {row[m]['decode_tok_s']:.0f} tok/s" + (f" ({row[m]['decode_overhead']:+.1%})" if m != "unsteered" else "")
@@ -134,11 +154,8 @@ def main(argv=None) -> int:
         results["per_row_overhead_16"] = r["16"]["per_row"]["decode_overhead"]
     if "64" in r:
         results["per_row_overhead_64"] = r["64"]["per_row"]["decode_overhead"]
-    results["compile_seconds"] = dict(compile_seconds)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    print(json.dumps({k: v for k, v in results.items() if k != "batches"}))
+    results["compile_seconds"] = compile_kernels(model)
+    finish(args, results, omit_from_print=("batches",))
     return 0
 
 

@@ -18,12 +18,19 @@ def add_head_offsets_reference(x: torch.Tensor, delta: torch.Tensor, first: torc
     return x + delta.to(x.dtype) * gate
 
 
+def row_biases(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table[rows]`` shaped ``[B, 1, hidden]``, to broadcast over positions."""
+    return table[rows][:, None, :]
+
+
 def add_row_bias_reference(y: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Per-row steering after the projection: ``y [B, T, hidden] + table[rows]``; ``table [S + 1, hidden]``.
 
-    Row index ``S`` (the last row of the table, zeros) means "no steering".
+    Row index ``S`` (the last row of the table, zeros) means "no steering". Gather and add in one
+    fused kernel, for callers whose rows change from call to call (the hooks of
+    :func:`pas.hooks.add_row_biases` have fixed rows: they gather once and only add).
     """
-    return y + table[rows][:, None, :].to(y.dtype)
+    return y + row_biases(table, rows).to(y.dtype)
 
 
 add_head_offsets = compiled(add_head_offsets_reference)

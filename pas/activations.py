@@ -103,13 +103,17 @@ def _weights_digest(model) -> str:
 
 
 def head_activations(model, tokenizer, bank: ItemBank, ids: Sequence[int], *, template: PromptTemplate | None = None,
-                     system: str | None = None, use_cache: bool = True, progress: bool = False) -> HeadActivations:
-    """Contrastive head activations for items ``ids``, from the disk cache when present."""
+                     system: str | None = None, use_cache: bool = True, refresh: bool = False,
+                     progress: bool = False) -> HeadActivations:
+    """Contrastive head activations for items ``ids``, from the disk cache when present.
+
+    ``use_cache=False`` neither reads nor writes the cache; ``refresh=True`` recomputes and rewrites it.
+    """
     template = template or PromptTemplate()
     texts = contrastive_texts(tokenizer, bank, ids, template, system)
     check_contrast(tokenizer, texts)
     path = Path(cache_dir()) / "activations" / f"{activations_fingerprint(model, template, ids, system, texts)}.safetensors"
-    if use_cache and path.exists():
+    if use_cache and not refresh and path.exists():
         try:
             return HeadActivations(tuple(ids), load_file(path)["acts"])
         except Exception as e:  # our own cache file, corrupt: say so, recompute, replace it atomically

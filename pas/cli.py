@@ -9,6 +9,7 @@ import sys
 import time
 
 from .align import PASConfig
+from .methods import METHODS
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def _subjects(args, data):
 def cmd_eval(args) -> int:
     from .data import load_papi
     from .evaluate import format_table, summarize
-    from .methods import LLM_METHODS, METHODS, MethodContext, run_method
+    from .methods import LLM_METHODS, MethodContext, run_method
     from .steering import SteeringVector
 
     unknown = [m for m in args.method if m not in METHODS]
@@ -141,12 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_model_args(p)
     p.add_argument("--method", action="append", required=True,
-                   help="base, few-shot, description, pas, pas-searched, pas+few-shot, dpo, always-3, "
-                        "population-median, ridge (repeatable)")
-    p.add_argument("--vector", action="append", default=[], help="saved steering vector per subject (for --method pas)")
+                   help=", ".join(METHODS) + " (repeatable)")
+    p.add_argument("--vector", action="append", default=[],
+                   help="saved steering vector per subject, used instead of fitting one (pas methods)")
     p.add_argument("--json", action="store_true", help="one JSON object per method instead of a table")
     p.add_argument("--prefill", default="(", help="text that starts the assistant turn before the letter (default '(')")
-    p.add_argument("--dpo-epochs", type=int, default=3, help="dpo: most epochs (best chosen on validation items)")
+    p.add_argument("--dpo-epochs", type=int, default=2, help="dpo: most epochs (best chosen on validation items)")
     p.add_argument("--dpo-lr", type=float, default=5e-4, help="dpo: learning rate (LoRA)")
     p.add_argument("--adapter-dir", help="dpo: save each subject's adapter under this folder")
     _add_pas_args(p)

@@ -23,8 +23,8 @@ from .data import DOMAINS, PapiData, Subject
 from .evaluate import mean_ci, paired_difference, score_subject
 from .methods import LLM_METHODS, METHODS, MethodContext
 
-DEFAULT_METHODS = ("always-3", "population-median", "ridge", "base", "few-shot", "description", "pas-searched",
-                   "pas", "pas+few-shot", "dpo")
+DEFAULT_METHODS = ("always-3", "population-median", "ridge", "base", "few-shot", "description", "pas",
+                   "pas-learned", "pas+few-shot", "dpo")
 YARDSTICK_FLOOR_S = 0.01  # where zero-fit-time methods sit on the log x axis
 
 
@@ -147,13 +147,17 @@ def plot(summary: dict, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    labels: dict[tuple[float, float], list[str]] = {}  # methods drawn at the same place share one label
     for method, r in summary.items():
         x = max(r["fit_seconds_per_subject"], YARDSTICK_FLOOR_S)
         lo, hi = r["composite_ci"]
         err = None if math.isnan(lo) else [[r["composite"] - lo], [hi - r["composite"]]]
         marker = "s" if method not in LLM_METHODS else "o"
         ax.errorbar([x], [r["composite"]], yerr=err, fmt=marker, capsize=4, label=method)
-        ax.annotate(method, (x, r["composite"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        labels.setdefault((round(math.log10(x), 1), round(r["composite"], 2)), []).append(method)
+    for n, ((lx, y), names) in enumerate(sorted(labels.items())):
+        ax.annotate(" = ".join(names), (10**lx, y), textcoords="offset points", xytext=(6, 4 if n % 2 else -10),
+                    fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(f"fit seconds per subject (log; methods with no fitting drawn at {YARDSTICK_FLOOR_S} s)")
     ax.set_ylabel("alignment composite (sum of 5 domain MAEs, lower is better)")

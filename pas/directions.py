@@ -74,19 +74,30 @@ def split_by_item(groups: torch.Tensor, val_fraction: float, seed: int) -> tuple
 ProbeFitter = Callable[[ContrastSet, np.ndarray, np.ndarray, int], torch.Tensor]
 
 
-def sklearn_probe_accuracies(data: ContrastSet, train: np.ndarray, val: np.ndarray, seed: int) -> torch.Tensor:
-    """Held-out accuracy ``[L, H]`` of one scikit-learn logistic regression per head."""
+SKLEARN_SOLVER = "newton-cholesky"
+
+
+def sklearn_probe_accuracies(data: ContrastSet, train: np.ndarray, val: np.ndarray, seed: int,
+                             solver: str = SKLEARN_SOLVER) -> torch.Tensor:
+    """Held-out accuracy ``[L, H]`` of one scikit-learn logistic regression per head.
+
+    The solver is Newton-Cholesky, not scikit-learn's default L-BFGS: many heads' outputs are
+    ~1e-3 in size, where L-BFGS stops on its relative-decrease test after a couple of
+    iterations, far from the optimum, and ranks heads by that accident.
+    """
     from sklearn.linear_model import LogisticRegression
+
+    from pas_kernels import tie_aware_accuracy
 
     _, n_layers, n_heads, _ = data.x.shape
     x, y = data.x.numpy(), data.y.numpy()
-    acc = torch.zeros(n_layers, n_heads)
+    logits = torch.zeros(n_layers, n_heads, len(val), dtype=torch.float64)
     for layer in range(n_layers):
         for head in range(n_heads):
-            clf = LogisticRegression(max_iter=1000, random_state=seed)
+            clf = LogisticRegression(max_iter=1000, solver=solver, random_state=seed)
             clf.fit(x[train, layer, head], y[train])
-            acc[layer, head] = float(clf.score(x[val, layer, head], y[val]))
-    return acc
+            logits[layer, head] = torch.from_numpy(clf.decision_function(x[val, layer, head]))
+    return tie_aware_accuracy(logits, data.y[torch.as_tensor(val)]).float()
 
 
 def head_problems(data: ContrastSet, train: np.ndarray, val: np.ndarray):

@@ -30,7 +30,7 @@ from .scoring import ItemScorer
 class DPOSettings:
     """DPO baseline settings. ``full`` trains all weights instead of a LoRA adapter."""
 
-    epochs: int = 3
+    epochs: int = 2
     lr: float = 5e-4
     beta: float = 0.1
     batch_size: int = 8

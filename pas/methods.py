@@ -38,7 +38,7 @@ class MethodContext:
 
 
 Method = Callable[[MethodContext, Subject], Prediction]
-LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-searched", "pas+few-shot", "dpo")
+LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-learned", "pas+few-shot", "dpo")
 YARDSTICKS = ("always-3", "population-median", "ridge")
 
 
@@ -74,11 +74,8 @@ def _pas(variant: str) -> Method:
 
         from .align import PASConfig, align_to_subject
 
-        config = ctx.pas_config or PASConfig()
-        if variant == "pas-searched":
-            config = dataclasses.replace(config, learn=False)
-        if variant == "pas+few-shot":
-            config = dataclasses.replace(config, few_shot=True)
+        config = dataclasses.replace(ctx.pas_config or PASConfig(), learn=variant == "pas-learned",
+                                     few_shot=variant.endswith("+few-shot"))
         vector = ctx.vectors.get(subject.case)
         if vector is None:
             vector = align_to_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
@@ -90,8 +87,15 @@ def _pas(variant: str) -> Method:
         pred.info.update({"alpha": vector.alpha, **learn})
         return pred
 
-    method.__doc__ = f"PAS ({variant}): steering vector learned from the known answers."
+    method.__doc__ = _PAS_DOCS[variant]
     return method
+
+
+_PAS_DOCS = {
+    "pas": "PAS as in the paper: top-K head directions, strength searched on the known answers.",
+    "pas-learned": "PAS, then per-head offsets learned on the known answers (early-stopped on validation items).",
+    "pas+few-shot": "PAS (searched strength) with the known answers also in the system prompt, as the paper combines them.",
+}
 
 
 def dpo(ctx: MethodContext, subject: Subject) -> Prediction:
@@ -154,7 +158,7 @@ METHODS: dict[str, Method] = {
     "few-shot": few_shot,
     "description": description,
     "pas": _pas("pas"),
-    "pas-searched": _pas("pas-searched"),
+    "pas-learned": _pas("pas-learned"),
     "pas+few-shot": _pas("pas+few-shot"),
     "dpo": dpo,
     "always-3": always_3,

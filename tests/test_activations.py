@@ -28,6 +28,9 @@ def test_head_split_and_cache(tiny, tokenizer, papi, tmp_path, monkeypatch):
     assert len(files) == 1
     again = head_activations(tiny, tokenizer, papi.bank, ids)
     assert torch.equal(again.acts, acts.acts)
+    files[0].write_bytes(b"")  # refresh=True recomputes (and rewrites) instead of reading the cache
+    assert torch.equal(head_activations(tiny, tokenizer, papi.bank, ids, refresh=True).acts, acts.acts)
+    assert files[0].stat().st_size > 0
     # the cached tensor is what a fresh computation gives for one prompt
     grabbed = {}
     proj = o_proj_modules(tiny)[1]

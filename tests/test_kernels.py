@@ -81,3 +81,39 @@ def test_many_subjects_in_one_fit_equal_separate_fits():
     together = many_subject_accuracies(problems)
     for p, acc in zip(problems, together):
         torch.testing.assert_close(acc, batched_logistic_accuracies(*p))
+
+
+def _penalised_loss(x, y, w, b):
+    z = x @ w + b
+    return float((torch.nn.functional.softplus(z) - y * z).sum() + 0.5 * (w * w).sum())
+
+
+def test_logistic_converges_on_separable_badly_scaled_data():
+    """Separable data with features ~100 (large steps, tiny Hessian curvature): at least as good as sklearn's optimum."""
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(3)
+    x = 100 * torch.randn(5, 30, 20, generator=g, dtype=torch.float64)
+    y = (x[:, :, 0] > 0).double()
+    w = fit_logistic(x, y)
+    assert torch.isfinite(w).all()
+    for k in range(5):
+        clf = LogisticRegression(C=1.0, tol=1e-10, max_iter=100000).fit(x[k].numpy(), y[k].numpy())
+        ours = _penalised_loss(x[k], y[k], w[k, :-1], w[k, -1])
+        theirs = _penalised_loss(x[k], y[k], torch.from_numpy(clf.coef_[0]), float(clf.intercept_[0]))
+        assert ours <= theirs + 1e-6
+
+
+def test_uninformative_head_scores_one_half():
+    """A head whose output ignores the answer letter gets logits ~0: counted as ties, not as a coin toss."""
+    from pas.activations import HeadActivations
+    from pas.directions import contrast_set, sklearn_probe_accuracies, split_by_item, torch_probe_accuracies
+
+    g = torch.Generator().manual_seed(4)
+    acts = torch.randn(30, 2, 2, 2, 6, generator=g)
+    acts[:, 1, 0, 0] = acts[:, 0, 0, 0]  # head (0, 0): the "A" and "E" prompts give the same output
+    answers = {i: (5 if i % 2 else 1) for i in range(1, 31)}
+    data = contrast_set(HeadActivations(tuple(answers), acts), answers)
+    tr, va = split_by_item(data.group, 0.3, 0)
+    for probe in (sklearn_probe_accuracies, torch_probe_accuracies):
+        assert float(probe(data, tr, va, 0)[0, 0]) == 0.5
