@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from common import apply_threads
 from pas import ItemScorer, PASConfig, load_model, load_papi
 from pas.activations import head_activations
 from pas.compare import DEFAULT_METHODS, machine_info, markdown_table, plot, run_comparison, summarize_records
@@ -42,8 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -75,16 +75,14 @@ def main(argv=None) -> int:
         "command": " ".join(["python benchmarks/pas_vs_dpo.py", *(sys.argv[1:] if argv is None else argv)]),
     }
     report = {"settings": settings, "machine": machine_info(), "one_time_seconds": one_time, "methods": summary}
-    for pas in ("pas", "pas-learned"):
-        if pas in summary and "dpo" in summary:
-            report[f"dpo_over_{pas.replace('-', '_')}_fit_time"] = (summary["dpo"]["fit_seconds_per_subject"]
-                                                                  / summary[pas]["fit_seconds_per_subject"])
+    ratios = {pas: summary["dpo"]["fit_seconds_per_subject"] / summary[pas]["fit_seconds_per_subject"]
+              for pas in ("pas", "pas-learned") if pas in summary and "dpo" in summary}
+    report.update({f"dpo_over_{pas.replace('-', '_')}_fit_time": r for pas, r in ratios.items()})
     (out / "results.json").write_text(json.dumps(report, indent=1, default=float))
     table = markdown_table(summary)
-    ratios = "".join(f"; DPO fit time / {p} fit time = {report[k]:.1f}x" for p, k in
-                     (("pas", "dpo_over_pas_fit_time"), ("pas-learned", "dpo_over_pas_learned_fit_time")) if k in report)
+    ratio_text = "".join(f"; DPO fit time / {pas} fit time = {r:.1f}x" for pas, r in ratios.items())
     header = (f"{len(subjects)} subjects, {settings['model']} ({args.dtype}), {settings['threads']} threads, "
-              f"{settings['date']}; one-time: {json.dumps({k: round(v, 1) for k, v in one_time.items()})}{ratios}")
+              f"{settings['date']}; one-time: {json.dumps({k: round(v, 1) for k, v in one_time.items()})}{ratio_text}")
     (out / "results.md").write_text(f"{header}\n\n{table}\n")
     plot(summary, out / "pas_vs_dpo.png", f"PAPI alignment vs fit time ({len(subjects)} subjects, {settings['model']})")
     print(header)

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     result = {"compile_seconds": dict(compile_seconds), "device": str(model.device), "threads": torch.get_num_threads()}
     for label, group in (("one_subject", sets[:1]), (f"{len(sets)}_subjects", sets)):
         t = time.perf_counter()
-        th = many_subject_accuracies([head_problems(d, tr, va) for d, tr, va in group])  # all subjects in one fit
+        th = many_subject_accuracies([head_problems(d, tr, va) for d, tr, va in group])  # batched per subject
         t_th = time.perf_counter() - t
         th = [a.reshape(sets[0][0].x.shape[1:3]).float() for a in th]
         row = {"torch_seconds": t_th}

@@ -37,15 +37,19 @@ def _newton_direction_reference(w: torch.Tensor, x1: torch.Tensor, x1s: torch.Te
     grad = torch.bmm(x1.transpose(1, 2), ((p - y) * mask).unsqueeze(-1)).squeeze(-1) + reg * w
     s = p * (1 - p) * mask
     hess = torch.bmm((x1s * s.float().unsqueeze(-1)).transpose(1, 2), x1s).double() + torch.diag_embed(reg.expand_as(w))
-    obj = ((torch.nn.functional.softplus(z) - y * z) * mask).sum(-1) + 0.5 * (reg * w * w).sum(-1)
-    return grad, hess, obj
+    return grad, hess, _penalised_nll(z, w, y, reg, mask)
+
+
+def _penalised_nll(z: torch.Tensor, w: torch.Tensor, y: torch.Tensor, reg: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Penalised negative log-likelihood ``[G]`` from the logits ``z [G, N]``."""
+    return ((torch.nn.functional.softplus(z) - y * z) * mask).sum(-1) + 0.5 * (reg * w * w).sum(-1)
 
 
 def _objective_reference(w: torch.Tensor, x1: torch.Tensor, y: torch.Tensor, reg: torch.Tensor,
                          mask: torch.Tensor) -> torch.Tensor:
-    """Penalised negative log-likelihood ``[G]``."""
-    z = torch.bmm(x1, w.unsqueeze(-1)).squeeze(-1)
-    return ((torch.nn.functional.softplus(z) - y * z) * mask).sum(-1) + 0.5 * (reg * w * w).sum(-1)
+    """Penalised negative log-likelihood ``[G]`` at ``w``."""
+    return _penalised_nll(torch.bmm(x1, w.unsqueeze(-1)).squeeze(-1), w, y, reg, mask)
 
 
 _newton_direction = compiled(_newton_direction_reference)
