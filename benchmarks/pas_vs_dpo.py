@@ -13,32 +13,50 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
 
 from common import apply_threads
 from pas import ItemScorer, PASConfig, load_model, load_papi
 from pas.activations import head_activations
-from pas.compare import DEFAULT_METHODS, machine_info, markdown_table, plot, run_comparison, summarize_records
 from pas.data import select_subjects
 from pas.dpo import DPOSettings
 from pas.methods import LLM_METHODS, METHODS, MethodContext
+from pas.report import DEFAULT_REFERENCES, dumps, machine_info, markdown_table, plot, summarize
+from pas.run import run_methods, run_settings
+
+DEFAULT_METHODS = ("always-3", "population-median", "ridge", "base", "few-shot", "description", "pas",
+                   "pas-learned", "pas+few-shot", "dpo")
+PAS_METHODS = ("pas", "pas-learned", "pas+few-shot")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
-    p.add_argument("--subjects", default="3", help="N (the first N), 'all', or comma-separated ids (default 3)")
+    p.add_argument("--subjects", default="3", help="N >= 1 (the first N), 'all', or comma-separated ids (default 3)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods (default: all)")
+    p.add_argument("--references", default=",".join(DEFAULT_REFERENCES),
+                   help="methods every other is compared with, paired (default: always-3,base)")
     p.add_argument("--model", help="HF id or folder (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="model dtype (default fp32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--dpo-epochs", type=int, default=DPOSettings.epochs, help="max DPO epochs (best chosen on validation)")
     p.add_argument("--out", default="results/pas_vs_dpo", help="output folder (resumes from what is there)")
     return p.parse_args(argv)
+
+
+def choose_subjects(data, spec: str) -> list:
+    """``N``, ``all`` or comma-separated ids; says so when N is more than there are."""
+    if spec == "all":
+        return list(data.subjects)
+    if spec.lstrip("-").isdigit():
+        n = int(spec)
+        if n < 1:
+            raise SystemExit(f"--subjects {spec}: give N >= 1, 'all', or ids")
+        if n > len(data.subjects):
+            print(f"note: --subjects {n} is more than the {len(data.subjects)} subjects; running all", file=sys.stderr)
+        return select_subjects(data.subjects, first=n)
+    return select_subjects(data.subjects, [c.strip() for c in spec.split(",") if c.strip()])
 
 
 def main(argv=None) -> int:
@@ -49,12 +67,8 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {list(METHODS)}")
     data = load_papi(args.data_dir)
-    spec = args.subjects
-    subjects = (list(data.subjects) if spec == "all" else
-                select_subjects(data.subjects, first=int(spec)) if spec.isdigit() else
-                select_subjects(data.subjects, [c.strip() for c in spec.split(",")]))
+    subjects = choose_subjects(data, args.subjects)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), dpo_settings=DPOSettings(epochs=args.dpo_epochs),
                         adapter_dir=str(out / "adapters"))
     one_time = {}
@@ -63,28 +77,29 @@ def main(argv=None) -> int:
         model, tok = load_model(args.model, dtype=args.dtype)
         one_time["model_load_seconds"] = time.perf_counter() - t
         ctx.scorer = ItemScorer(model, tok, data.bank)
+    if any(m in PAS_METHODS for m in methods):  # PAS's one-time, person-independent cost, cached on disk
         t = time.perf_counter()
-        head_activations(model, tok, data.bank, data.bank.train_ids, refresh=True)  # PAS's one-time cost, cached
+        head_activations(model, tok, data.bank, data.bank.train_ids, refresh=True, progress=True)
         one_time["pas_activations_seconds"] = time.perf_counter() - t
-    records = run_comparison(data, subjects, methods, out, ctx)
-    summary = summarize_records(records)
-    settings = {
-        "subjects": [s.case for s in subjects], "methods": methods, "model": args.model or "SmolLM2-135M-Instruct",
-        "dtype": args.dtype, "threads": torch.get_num_threads(), "pas_config": asdict(ctx.pas_config),
-        "dpo_settings": asdict(ctx.dpo_settings), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python benchmarks/pas_vs_dpo.py", *(sys.argv[1:] if argv is None else argv)]),
-    }
-    report = {"settings": settings, "machine": machine_info(), "one_time_seconds": one_time, "methods": summary}
+    settings = run_settings(args.model, args.dtype, "(", ctx, data)
+    records = run_methods(ctx, subjects, methods, out=out, settings=settings)
+    references = [r.strip() for r in args.references.split(",") if r.strip()]
+    summary = summarize(records, references)
+    run = {**settings, "subjects": [s.case for s in subjects], "methods": methods,
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": " ".join(["python benchmarks/pas_vs_dpo.py", *(sys.argv[1:] if argv is None else argv)])}
+    report = {"settings": run, "machine": machine_info(), "one_time_seconds": one_time, "methods": summary}
     ratios = {pas: summary["dpo"]["fit_seconds_per_subject"] / summary[pas]["fit_seconds_per_subject"]
-              for pas in ("pas", "pas-learned") if pas in summary and "dpo" in summary}
+              for pas in PAS_METHODS if pas in summary and "dpo" in summary and pas != "pas+few-shot"}
     report.update({f"dpo_over_{pas.replace('-', '_')}_fit_time": r for pas, r in ratios.items()})
-    (out / "results.json").write_text(json.dumps(report, indent=1, default=float))
-    table = markdown_table(summary)
+    (out / "results.json").write_text(dumps(report, indent=1))
+    table = markdown_table(summary, references)
     ratio_text = "".join(f"; DPO fit time / {pas} fit time = {r:.1f}x" for pas, r in ratios.items())
-    header = (f"{len(subjects)} subjects, {settings['model']} ({args.dtype}), {settings['threads']} threads, "
-              f"{settings['date']}; one-time: {json.dumps({k: round(v, 1) for k, v in one_time.items()})}{ratio_text}")
+    header = (f"{len(subjects)} subjects, {run['model']} ({args.dtype}), {run['threads']} threads, "
+              f"{run['date']}; one-time: {json.dumps({k: round(v, 1) for k, v in one_time.items()})}{ratio_text}")
     (out / "results.md").write_text(f"{header}\n\n{table}\n")
-    plot(summary, out / "pas_vs_dpo.png", f"PAPI alignment vs fit time ({len(subjects)} subjects, {settings['model']})")
+    plot(summary, out / "pas_vs_dpo.png", f"PAPI alignment vs fit time ({len(subjects)} subjects, {run['model']})",
+         llm_methods=LLM_METHODS)
     print(header)
     print(table)
     print(f"written: {out / 'results.json'}, {out / 'results.md'}, {out / 'pas_vs_dpo.png'}")

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     acts = head_activations(model, tok, data.bank, data.bank.train_ids)
     sets = []
     for s in data.subjects[: args.subjects]:
-        known = s.answered(data.bank.train_ids)
+        known = s.responses_to(data.bank.train_ids)
         fit, _ = split_known(data.bank, known, cfg.val_fraction, cfg.seed)
         d = contrast_set(_subset(acts, fit), known)
         sets.append((d, *split_by_item(d.group, cfg.probe_val_fraction, cfg.seed)))

@@ -2,19 +2,22 @@
 
 activations (cached, subject-independent) -> directions (probes on the subject's fit
 items) -> strength search on validation items -> learned offsets -> SteeringVector.
+:func:`fit_subject` returns the vector and a typed :class:`FitReport` beside it (how the
+fit went: timings, traces); the vector file keeps only provenance.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .activations import HeadActivations, head_activations
-from .data import ItemBank, Subject, load_items
+from .data import ItemBank, Subject
 from .directions import PROBES, find_directions
 from .hooks import dense_offsets
+from .evaluate import objective
 from .optimize import SteeredItems, learn_offsets, search_alpha, split_known
 from .prompts import few_shot_system
 from .scoring import ItemScorer
@@ -76,26 +79,65 @@ def _subset(acts: HeadActivations, ids) -> HeadActivations:
     return HeadActivations(tuple(ids), acts.acts[[pos[i] for i in ids]])
 
 
-def align_to_subject(model, subject: Subject, config: PASConfig | None = None, *, tokenizer=None,
-                     bank: ItemBank | None = None, scorer: ItemScorer | None = None,
-                     progress: bool = False) -> SteeringVector:
+@dataclass(frozen=True)
+class FitReport:
+    """How one alignment went; returned beside the vector, never stored in it.
+
+    alpha_trace: {alpha: (validation composite, expected composite)} of the strength search.
+    learn_trace: (step, fit loss, validation composite, validation expected) of the learned
+    offsets; best_step 0 means the searched offsets were kept.
+    """
+
+    subject: str
+    alpha: float
+    alpha_trace: dict[float, tuple[float, float]]
+    fit_items: int
+    val_items: int
+    search_seconds: float
+    fit_seconds: float
+    best_step: int | None = None
+    fit_loss_start: float | None = None
+    fit_loss_end: float | None = None
+    learn_trace: list[tuple[int, float, float, float]] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The scalar facts, for reports (traces left out)."""
+        return {"alpha": self.alpha, "fit_items": self.fit_items, "val_items": self.val_items,
+                "search_seconds": self.search_seconds, "best_step": self.best_step,
+                "fit_loss_start": self.fit_loss_start, "fit_loss_end": self.fit_loss_end}
+
+
+def align_to_subject(model, subject: Subject, config: PASConfig | None = None, **kw) -> SteeringVector:
     """Learn a steering vector that makes ``model`` answer like ``subject``, from known answers only.
 
+    See :func:`fit_subject` for the keyword arguments; this returns only the vector.
+    """
+    return fit_subject(model, subject, config, **kw)[0]
+
+
+def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tokenizer=None,
+                bank: ItemBank | None = None, scorer: ItemScorer | None = None,
+                progress: bool = False) -> tuple[SteeringVector, FitReport]:
+    """The PAS pipeline on one subject's known responses: ``(vector, report)``.
+
     ``tokenizer`` defaults to the one :func:`pas.load_model` attached; ``bank`` to the
-    item bank of the default data dir. Deterministic for a given ``config.seed``.
+    item bank the subject was loaded with. Deterministic for a given ``config.seed``.
+    The 180 test items are never read.
     """
     t0 = time.perf_counter()
     config = config or PASConfig()
     tokenizer = tokenizer or getattr(model, "pas_tokenizer", None)
     if tokenizer is None:
         raise ValueError("pass tokenizer=... (or load the model with pas.load_model)")
-    bank = bank or (scorer.bank if scorer else load_items())
+    bank = bank or (scorer.bank if scorer else subject.bank)
+    if bank is None:
+        raise ValueError(f"subject {subject.case} carries no item bank; pass bank= (or load it with pas.load_papi)")
     scorer = scorer or ItemScorer(model, tokenizer, bank)
-    known = subject.answered(bank.train_ids)
+    known = subject.responses_to(bank.train_ids)
     fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
     acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
     dirs = find_directions(_subset(acts, fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
-                           seed=config.seed, probe=PROBES[config.probe])
+                           seed=config.seed, probe=PROBES[config.probe], case=subject.case)
     base = dirs.vectors * dirs.sigmas[:, None]  # alpha = 1
     shape = _shape(model)
     system = few_shot_system(bank, {i: known[i] for i in fit_ids}) if config.few_shot else None
@@ -108,28 +150,31 @@ def align_to_subject(model, subject: Subject, config: PASConfig | None = None, *
         fit = SteeredItems(model, bank, subject, tuple(fit_ids), scorer.encode(fit_ids, system), scorer.letter_ids)
         val = SteeredItems(model, bank, subject, tuple(val_ids), scorer.encode(val_ids, system), scorer.letter_ids)
         alpha, trace = search_alpha(lambda a: val.objective(offsets_for(a * base)), config.alpha_grid,
-                                    config.refine_steps)
+                                    config.refine_steps, progress=progress)
     else:
-        alpha, trace = search_alpha(lambda a: _objective_all(scorer, subject, val_ids, system,
-                                                             _vector(model, offsets_for(a * base), config)),
-                                    config.alpha_grid, config.refine_steps)
-    vectors, learn_info = alpha * base, {}
+        def objective_all(a: float):
+            vector = SteeringVector.for_model(model, offsets_for(a * base), positions="all")
+            return objective(bank, subject, val_ids, scorer.score(val_ids, system, steering=vector))
+
+        alpha, trace = search_alpha(objective_all, config.alpha_grid, config.refine_steps, progress=progress)
+    search_seconds = time.perf_counter() - t_search
+    vectors, learned = alpha * base, {}
     if config.learn:
         res = learn_offsets(fit, val, dirs.heads, vectors, dirs.sigmas, steps=config.steps, lr=config.lr,
                             penalty=config.penalty, patience=config.patience, eval_every=config.eval_every,
                             seed=config.seed, progress=progress)
         vectors = res.vectors
-        learn_info = {"best_step": res.best_step, "fit_loss_start": res.fit_loss_start,
-                      "fit_loss_end": res.fit_loss_end, "trace": res.trace}
-    return SteeringVector.for_model(
+        learned = {"best_step": res.best_step, "fit_loss_start": res.fit_loss_start,
+                   "fit_loss_end": res.fit_loss_end, "learn_trace": res.trace}
+    vector = SteeringVector.for_model(
         model, offsets_for(vectors),
         heads=dirs.heads, probe_accuracies=dirs.accuracies, sigmas=tuple(float(s) for s in dirs.sigmas),
         alpha=float(alpha), positions=config.positions, subject=subject.case, item_hash=item_hash(known),
         config=asdict(config),
-        extra={"alpha_trace": {str(a): v for a, v in trace.items()}, "learn": learn_info,
-               "fit_items": len(fit_ids), "val_items": len(val_ids),
-               "search_seconds": time.perf_counter() - t_search, "fit_seconds": time.perf_counter() - t0},
     )
+    report = FitReport(subject.case, float(alpha), trace, len(fit_ids), len(val_ids), search_seconds,
+                       time.perf_counter() - t0, **learned)
+    return vector, report
 
 
 def _shape(model) -> tuple[int, int, int]:
@@ -137,16 +182,3 @@ def _shape(model) -> tuple[int, int, int]:
 
     lay = layout(model)
     return lay.n_layers, lay.n_heads, lay.head_dim
-
-
-def _vector(model, offsets: torch.Tensor, config: PASConfig) -> SteeringVector:
-    return SteeringVector.for_model(model, offsets, positions=config.positions)
-
-
-def _objective_all(scorer: ItemScorer, subject: Subject, ids, system, vector: SteeringVector):
-    from .evaluate import Prediction, score_subject
-    from .optimize import Objective
-
-    s = scorer.score(ids, system, steering=vector, positions="all")
-    r = score_subject(scorer.bank, subject, Prediction(tuple(ids), s.answers, s.expected))
-    return Objective(r.composite, r.expected_composite)

@@ -19,6 +19,17 @@ def steering_context(model, vector):
     return vector.apply(model, last_only=vector.positions == "last")
 
 
+def reply_context(model, vector, prompt_len: int):
+    """The same steering as :func:`steering_context` for a prompt + reply run in one forward (teacher forcing).
+
+    In generation a "last" vector steers the prompt's last position and every generated
+    token, i.e. positions ``>= prompt_len - 1``; an "all" vector steers every position.
+    """
+    if vector is None:
+        return nullcontext()
+    return vector.apply(model, start=prompt_len - 1 if vector.positions == "last" else None)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompt: str | list[dict], vector=None, *, max_new_tokens: int = 128,
              system: str | None = None) -> str:

@@ -1,12 +1,16 @@
-"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``."""
+"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``.
+
+Every command takes ``--threads N`` (torch threads, set before any model work; on a
+busy 2-core machine 1 thread can be many times faster than 2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
+from pathlib import Path
 
 from .align import PASConfig
 from .methods import METHODS
@@ -15,12 +19,20 @@ from .methods import METHODS
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subject", action="append", default=[], metavar="CASE", help="subject id (repeatable)")
-    p.add_argument("--first", type=int, help="use the first N subjects of the data dir")
+    p.add_argument("--first", type=int, help="use the first N subjects of the data dir (N >= 1)")
+    p.add_argument("--encoding", choices=["keyed", "responses"],
+                   help="what the data dir's stored values are (default: its papi.json, else keyed as in PAPI)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="Hugging Face id or folder (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model dtype (default fp32)")
+    p.add_argument("--allow-other-weights", action="store_true",
+                   help="accept --vector files made on other weights of the same architecture (a fine-tuned variant)")
+
+
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="torch threads (default: $OMP_NUM_THREADS or torch's choice)")
 
 
 def _add_pas_args(p: argparse.ArgumentParser) -> None:
@@ -46,87 +58,133 @@ def _pas_config(args) -> PASConfig:
 def _subjects(args, data):
     from .data import select_subjects
 
-    if not args.subject and not args.first:
+    if not args.subject and args.first is None:
         raise SystemExit("name subjects with --subject CASE (repeatable) or --first N")
-    return select_subjects(data.subjects, args.subject, args.first)
+    if args.subject and args.first is not None:
+        raise SystemExit("give --subject or --first, not both")
+    chosen = select_subjects(data.subjects, args.subject, args.first)
+    if args.first is not None and args.first > len(data.subjects):
+        print(f"note: --first {args.first} is more than the {len(data.subjects)} subjects of {data.root}; "
+              f"running all {len(data.subjects)}", file=sys.stderr)
+    return chosen
+
+
+PAS_METHODS = ("pas", "pas-learned", "pas+few-shot")
+
+
+def _load_vectors(args, subjects) -> dict:
+    """``--vector`` files, one per subject; only for PAS methods, and only the kind of PAS that made them."""
+    from .steering import SteeringVector
+
+    if not args.vector:
+        return {}
+    others = [m for m in args.method if m not in PAS_METHODS]
+    if others:
+        raise SystemExit(f"--vector is used only by {', '.join(PAS_METHODS)}; it would be ignored by {others}")
+    if len(args.vector) != len(subjects):
+        raise SystemExit(f"{len(args.vector)} --vector files for {len(subjects)} subjects; give one per subject")
+    vectors = {s.case: SteeringVector.load(p) for s, p in zip(subjects, args.vector)}  # checked on the model at use
+    for s, path in zip(subjects, args.vector):
+        v = vectors[s.case]
+        if v.subject not in (None, s.case):
+            raise SystemExit(f"{path}: vector for subject {v.subject} given for subject {s.case}")
+        kind = "pas-learned" if v.config.get("learn") else "pas"
+        wrong = [m for m in args.method if m.replace("+few-shot", "") != kind]
+        if v.config and wrong:
+            raise SystemExit(f"{path} was made by {kind} (learn={v.config.get('learn')}); "
+                             f"scoring it as {wrong} would mislabel it: use --method {kind}")
+    return vectors
 
 
 def cmd_eval(args) -> int:
     from .data import load_papi
-    from .evaluate import format_table, summarize
-    from .methods import LLM_METHODS, MethodContext, run_method
-    from .steering import SteeringVector
+    from .dpo import DPOSettings
+    from .methods import LLM_METHODS, MethodContext
+    from .report import dumps, markdown_table, summarize, summarize_method
+    from .run import run_methods, run_settings
 
     unknown = [m for m in args.method if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    data = load_papi(args.data_dir)
+    data = load_papi(args.data_dir, encoding=args.encoding)
     subjects = _subjects(args, data)
-    from .dpo import DPOSettings
-
     ctx = MethodContext(data.bank, data.subjects, pas_config=_pas_config(args),
                         dpo_settings=DPOSettings(epochs=args.dpo_epochs, lr=args.dpo_lr), adapter_dir=args.adapter_dir)
-    if args.vector:
-        if len(args.vector) != len(subjects):
-            raise SystemExit(f"{len(args.vector)} --vector files for {len(subjects)} subjects; give one per subject")
-        ctx.vectors = {s.case: SteeringVector.load(p) for s, p in zip(subjects, args.vector)}
-        for s in subjects:
-            if ctx.vectors[s.case].subject not in (None, s.case):
-                raise SystemExit(f"vector for subject {ctx.vectors[s.case].subject} given for subject {s.case}")
+    ctx.vectors = _load_vectors(args, subjects)
     if any(m in LLM_METHODS for m in args.method):
         from .models import load_model
+        from .prompts import PromptTemplate
         from .scoring import ItemScorer
 
         model, tok = load_model(args.model, dtype=args.dtype)
-        from .prompts import PromptTemplate
-
         ctx.scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill), progress=not args.json)
-    reports = []
-    for name in args.method:
-        t = time.perf_counter()
-        scores = run_method(name, ctx, subjects, progress=not args.json)
-        report = summarize(name, scores, wall_seconds=time.perf_counter() - t)
-        reports.append(report)
+        for case, v in ctx.vectors.items():  # fail before any work if a vector was made for another model
+            ctx.vectors[case] = v.for_weights_of(model) if args.allow_other_weights else v
+            ctx.vectors[case].check_model(model)
+
+    def done(method: str, records: list[dict]) -> None:  # print each method as it finishes: nothing is lost
         if args.json:
-            print(json.dumps(report), flush=True)
+            print(dumps({"method": method, **summarize_method(records)}), flush=True)
+        else:
+            for r in records:
+                if "error" in r:
+                    print(f"note: {method} skipped subject {r['case']}: {r['error']}", file=sys.stderr)
+
+    settings = run_settings(args.model, args.dtype, args.prefill, ctx, data)
+    records = run_methods(ctx, subjects, args.method, out=Path(args.out) if args.out else None, settings=settings,
+                          progress=not args.json, on_method_done=done)
     if not args.json:
-        print(f"{len(subjects)} subject(s); composite = sum over O C E A N of mean |answer - subject's answer| "
-              f"on the 180 test items (lower is better, 0..20)")
-        print(format_table(reports))
+        print(f"{len(subjects)} subject(s); composite = sum over O C E A N of mean |answer - person's response| "
+              f"on the 180 held-out items (lower is better, 0..20); papi_published = the paper's way "
+              f"(answer vs stored keyed score), for comparison with its tables only")
+        print(markdown_table(summarize(records)))
     return 0
 
 
 def cmd_align(args) -> int:
-    from .align import align_to_subject
+    from .align import fit_subject
     from .data import load_papi, select_subjects
     from .models import load_model
     from .scoring import ItemScorer
+    from .steering import check_writable
 
-    data = load_papi(args.data_dir)
+    out = check_writable(args.out, overwrite=args.overwrite)  # before any model work
+    data = load_papi(args.data_dir, encoding=args.encoding)
     (subject,) = select_subjects(data.subjects, [args.subject])
     model, tok = load_model(args.model, dtype=args.dtype)
     t = time.perf_counter()
-    vector = align_to_subject(model, subject, _pas_config(args), tokenizer=tok, bank=data.bank,
-                              scorer=ItemScorer(model, tok, data.bank), progress=True)
-    path = vector.save(args.out, overwrite=args.overwrite)
-    print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s (alpha {vector.alpha:.3g}, "
-          f"heads {len(vector.heads)}, learned best step {vector.extra['learn'].get('best_step')})")
+    vector, report = fit_subject(model, subject, _pas_config(args), tokenizer=tok, bank=data.bank,
+                                 scorer=ItemScorer(model, tok, data.bank), progress=True)
+    path = vector.save(out, overwrite=args.overwrite)
+    print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s (alpha {report.alpha:.3g}, "
+          f"heads {len(vector.heads)}, learned best step {report.best_step})")
     return 0
 
 
 def cmd_chat(args) -> int:
     from .chat import chat_loop, generate
+    from .fluency import PERPLEXITY_BOUND, chat_strength, check_strength
     from .models import load_model
     from .steering import SteeringVector
 
+    strength = None if args.strength is None else check_strength(args.strength)  # before any model work
+    vector = SteeringVector.load(args.vector) if args.vector else None
+    if strength is not None and vector is None:
+        raise SystemExit("--strength needs --vector")
     model, tok = load_model(args.model, dtype=args.dtype)
     if args.adapter:
         from .dpo import load_adapter
 
         model = load_adapter(model, args.adapter)
-    vector = SteeringVector.load(args.vector) if args.vector else None
-    if vector is not None and args.strength != 1.0:
-        vector = vector * args.strength
+    if vector is not None:
+        vector = vector.for_weights_of(model) if args.allow_other_weights else vector
+        vector.check_model(model)
+        if strength is None:
+            strength, ratios = chat_strength(model, tok, vector)
+            tried = ", ".join(f"{s:g}: {r:.2f}x" for s, r in ratios.items())
+            print(f"chat strength {strength:g}: the largest whose perplexity on neutral replies stays within "
+                  f"{PERPLEXITY_BOUND}x base (tried {tried}); set --strength to override", file=sys.stderr)
+        vector = vector * strength
     if args.prompt is not None:
         print(generate(model, tok, args.prompt, vector, max_new_tokens=args.max_new_tokens))
         return 0
@@ -145,39 +203,61 @@ def build_parser() -> argparse.ArgumentParser:
                    help=", ".join(METHODS) + " (repeatable)")
     p.add_argument("--vector", action="append", default=[],
                    help="saved steering vector per subject, used instead of fitting one (pas methods)")
-    p.add_argument("--json", action="store_true", help="one JSON object per method instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per method (per subject: scores and per-item answers) instead of a table")
+    p.add_argument("--out", help="keep per-subject records in this folder and resume from it")
     p.add_argument("--prefill", default="(", help="text that starts the assistant turn before the letter (default '(')")
     p.add_argument("--dpo-epochs", type=int, default=2, help="dpo: most epochs (best chosen on validation items)")
     p.add_argument("--dpo-lr", type=float, default=5e-4, help="dpo: learning rate (LoRA)")
     p.add_argument("--adapter-dir", help="dpo: save each subject's adapter under this folder")
     _add_pas_args(p)
+    _add_threads_arg(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("align", help="learn a subject's steering vector and save it")
     p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
+    p.add_argument("--encoding", choices=["keyed", "responses"],
+                   help="what the data dir's stored values are (default: its papi.json, else keyed as in PAPI)")
     p.add_argument("--subject", required=True, metavar="CASE", help="subject id")
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", "--force", action="store_true", help="replace --out if it exists")
     _add_model_args(p)
     _add_pas_args(p)
+    _add_threads_arg(p)
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("chat", help="chat with the model, steered by a saved vector")
     _add_model_args(p)
     p.add_argument("--vector", help="steering vector file (.safetensors); none = unsteered")
     p.add_argument("--adapter", help="a subject's saved DPO adapter folder (pas eval --method dpo --adapter-dir)")
-    p.add_argument("--strength", type=float, default=1.0, help="multiply the vector by this (default 1)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="multiply the vector by this (1 = as learned for questionnaires, which is too strong for "
+                        "free text; default: the largest strength whose perplexity on neutral replies stays "
+                        "within 1.3x base, measured at start)")
     p.add_argument("--prompt", help="one-shot: answer this and exit")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate per reply (default 128)")
+    _add_threads_arg(p)
     p.set_defaults(func=cmd_chat)
     return parser
 
 
+def apply_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op threads, set before any model work."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:
         print(f"pas {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,6 @@
 """Per-subject probes and steering directions (stage 4).
 
-Labels come from the subject's answers: 4-5 make the "A" (Very Accurate) prompt the
+Labels come from the subject's responses (the item as worded): 4-5 make the "A" (Very Accurate) prompt the
 positive example, 1-2 the "E" prompt; 3 and missing answers are skipped. Per head a
 logistic-regression probe is fitted on a seeded split *by item* (both prompts of an
 item on the same side); heads are ranked by held-out accuracy and the top K kept.
@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from .activations import HeadActivations
+from .evaluate import UnscorableSubject
 
 
-class NotEnoughAnswersError(ValueError):
-    pass
+class NotEnoughAnswersError(UnscorableSubject):
+    """Too few non-neutral responses to label contrastive prompts."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,11 @@ class Directions:
     sigmas: torch.Tensor
 
 
-def contrast_set(acts: HeadActivations, answers: Mapping[int, int]) -> ContrastSet:
-    """Label the contrastive activations with a subject's answers."""
+def contrast_set(acts: HeadActivations, responses: Mapping[int, int], case: str = "?") -> ContrastSet:
+    """Label the contrastive activations with a subject's responses (4-5: the "A" prompt agrees with them)."""
     xs, ys, groups = [], [], []
     for n, item in enumerate(acts.item_ids):
-        a = answers.get(item)
+        a = responses.get(item)
         if a is None or a == 3:
             continue
         agree_with_a = a >= 4
@@ -55,7 +56,9 @@ def contrast_set(acts: HeadActivations, answers: Mapping[int, int]) -> ContrastS
         groups += [item, item]
     if len(set(ys)) < 2 or len(groups) < 8:
         raise NotEnoughAnswersError(
-            f"only {len(groups) // 2} items with a non-neutral answer; PAS needs at least 4 answers of 1-2 or 4-5"
+            f"subject {case}: only {len(groups) // 2} known items with a non-neutral response and "
+            f"{'both' if len(set(ys)) > 1 else 'only one'} side(s) of the scale; PAS needs at least 4 responses "
+            f"of 1-2 or 4-5, including both agreement and disagreement"
         )
     return ContrastSet(torch.stack(xs), torch.tensor(ys), torch.tensor(groups))
 
@@ -139,10 +142,10 @@ def center_of_mass(data: ContrastSet, heads: list[tuple[int, int]], rows: np.nda
     return torch.stack(vecs), torch.tensor(sigmas)
 
 
-def find_directions(acts: HeadActivations, answers: Mapping[int, int], *, k: int = 24, val_fraction: float = 0.3,
-                    seed: int = 0, probe: ProbeFitter = sklearn_probe_accuracies) -> Directions:
-    """Probe every head on ``answers``, keep the top ``k``, and compute their directions."""
-    data = contrast_set(acts, answers)
+def find_directions(acts: HeadActivations, responses: Mapping[int, int], *, k: int = 24, val_fraction: float = 0.3,
+                    seed: int = 0, probe: ProbeFitter = sklearn_probe_accuracies, case: str = "?") -> Directions:
+    """Probe every head on ``responses``, keep the top ``k``, and compute their directions."""
+    data = contrast_set(acts, responses, case)
     train, val = split_by_item(data.group, val_fraction, seed)
     acc = probe(data, train, val, seed)
     heads = top_heads(acc, k)

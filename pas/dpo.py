@@ -2,7 +2,7 @@
 
 Per subject, one preference pair per *fit* item (the same fit/validation split of the
 known answers that PAS uses): prompt = the item prompt up to the pre-filled ``(``,
-chosen = the letter of the subject's answer, rejected = the letter the base model
+chosen = the letter of the subject's response (the item as worded), rejected = the letter the base model
 itself ranks highest among the wrong ones (its most likely mistake: a hard negative,
 which is what moves the argmax answer; the opposite end of the scale is rarely what the
 model would say). The number of epochs is chosen on the validation items: the adapter
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .data import ItemBank, Subject
-from .evaluate import Prediction, score_subject
+from .evaluate import objective
 from .optimize import split_known
 from .prompts import LETTER_VALUES, LETTERS
 from .scoring import ItemScorer
@@ -60,7 +60,7 @@ def preference_pairs(scorer: ItemScorer, subject: Subject, ids) -> list[dict]:
     probs = scorer.score(ids).probs
     pairs = []
     for item, p in zip(ids, probs):
-        right = LETTER_VALUES.index(subject.answers[item])
+        right = LETTER_VALUES.index(subject.responses[item])
         wrong = max((k for k in range(5) if k != right), key=lambda k: p[k])
         pairs.append({"prompt": scorer.texts([item])[0], "chosen": LETTERS[right], "rejected": LETTERS[wrong]})
     return pairs
@@ -68,9 +68,8 @@ def preference_pairs(scorer: ItemScorer, subject: Subject, ids) -> list[dict]:
 
 def _val_objective(model, tokenizer, bank: ItemBank, subject: Subject, val_ids, template) -> tuple[float, float]:
     model.eval()
-    s = ItemScorer(model, tokenizer, bank, template).score(val_ids)  # a fresh scorer: encodings depend on the weights
-    r = score_subject(bank, subject, Prediction(tuple(val_ids), s.answers, s.expected))
-    return r.composite, r.expected_composite
+    scores = ItemScorer(model, tokenizer, bank, template).score(val_ids)  # a fresh scorer: encodings depend on the weights
+    return objective(bank, subject, val_ids, scores).key
 
 
 def train_dpo(model, tokenizer, bank: ItemBank, subject: Subject, settings: DPOSettings | None = None,
@@ -83,7 +82,7 @@ def train_dpo(model, tokenizer, bank: ItemBank, subject: Subject, settings: DPOS
     settings = settings or DPOSettings()
     t0 = time.perf_counter()
     scorer = scorer or ItemScorer(model, tokenizer, bank)
-    known = subject.answered(bank.train_ids)
+    known = subject.responses_to(bank.train_ids)
     fit_ids, val_ids = split_known(bank, known, settings.val_fraction, settings.seed)
     train_set = datasets.Dataset.from_list(preference_pairs(scorer, subject, fit_ids))
     policy = copy.deepcopy(model)

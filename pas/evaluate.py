@@ -1,24 +1,35 @@
-"""Alignment scoring (the last pipeline stage): PAPI's metric and its summary over subjects.
+"""PAPI's alignment metric (the last pipeline stage), and the validation objective built on it.
 
-Per domain O C E A N: the mean |model answer - subject answer| over the subject's
-non-missing test items; composite = sum of the five (0..20, lower is better). The
-same numbers are also computed from the expected answer of the 5-way distribution.
+Per domain O C E A N: the mean |model's answer - person's response| over the person's
+non-missing items; composite = sum of the five (0..20, lower is better). Both sides are
+on the scale of the item as worded (1 = Very Inaccurate .. 5 = Very Accurate). The same
+numbers are also computed from the expected answer of the 5-way distribution.
+
+``papi_published`` is the composite the paper's released code computes: the raw option
+value against PAPI's *stored* value, which on reverse-keyed items is the keyed score
+``6 - response``. It is reported for comparability with the paper's tables only.
+
+Reporting statistics (confidence intervals, paired tests, tables) live in
+:mod:`pas.report`; fitting code needs only this module.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import DOMAINS, ItemBank, PapiDataError, Subject
+from .data import DOMAINS, ItemBank, Subject, keyed_score
+
+
+class UnscorableSubject(ValueError):
+    """A method cannot score this subject (e.g. no non-neutral known answers); the message names the subject."""
 
 
 @dataclass
 class Prediction:
-    """A method's answers to items ``ids``: ``answers`` 1..5, ``expected`` its expected value."""
+    """A method's answers to items ``ids``: ``answers`` 1..5 (option value), ``expected`` its expected value."""
 
     ids: tuple[int, ...]
     answers: np.ndarray
@@ -30,94 +41,69 @@ class Prediction:
 
 @dataclass
 class SubjectScore:
+    """One prediction scored against one person; ``items`` has one record per scored (non-missing) item."""
+
     case: str
     domains: dict[str, float]
     composite: float
     expected_domains: dict[str, float]
     expected_composite: float
-    n_items: int
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    papi_published: float
+    items: list[dict]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+
+def _composite(errors: dict[str, list[float]], case: str) -> tuple[dict[str, float], float]:
+    empty = [d for d in DOMAINS if not errors[d]]
+    if empty:
+        raise UnscorableSubject(f"subject {case}: no answered items in domain(s) {empty}")
+    domains = {d: float(np.mean(errors[d])) for d in DOMAINS}
+    return domains, float(sum(domains.values()))
 
 
 def score_subject(bank: ItemBank, subject: Subject, pred: Prediction) -> SubjectScore:
-    """PAPI's alignment score of one prediction; missing answers are excluded, never scored."""
+    """PAPI's alignment score of one prediction against the person's responses; missing items are left out."""
     by_id = bank.by_id
-    err: dict[str, list[float]] = {d: [] for d in DOMAINS}
-    err_exp: dict[str, list[float]] = {d: [] for d in DOMAINS}
-    for item, ans, exp in zip(pred.ids, pred.answers, pred.expected):
-        truth = subject.answers.get(item)
-        if truth is None:
+    err = {d: [] for d in DOMAINS}
+    err_exp = {d: [] for d in DOMAINS}
+    err_pub = {d: [] for d in DOMAINS}
+    items = []
+    for item_id, ans, exp in zip(pred.ids, pred.answers, pred.expected):
+        response = subject.responses.get(item_id)
+        if response is None:
             continue
-        dom = by_id[item].domain
-        err[dom].append(abs(float(ans) - truth))
-        err_exp[dom].append(abs(float(exp) - truth))
-    empty = [d for d in DOMAINS if not err[d]]
-    if empty:
-        raise PapiDataError(f"subject {subject.case}: no answered test items in domain(s) {empty}")
-    domains = {d: float(np.mean(err[d])) for d in DOMAINS}
-    exp_domains = {d: float(np.mean(err_exp[d])) for d in DOMAINS}
-    return SubjectScore(
-        subject.case, domains, sum(domains.values()), exp_domains, sum(exp_domains.values()),
-        n_items=sum(len(v) for v in err.values()),
-    )
+        item = by_id[item_id]
+        err[item.domain].append(abs(float(ans) - response))
+        err_exp[item.domain].append(abs(float(exp) - response))
+        err_pub[item.domain].append(abs(float(ans) - keyed_score(item, response)))
+        items.append({"item": item_id, "domain": item.domain, "keyed": item.keyed, "response": int(response),
+                      "answer": int(ans), "expected": float(exp)})
+    domains, composite = _composite(err, subject.case)
+    exp_domains, exp_composite = _composite(err_exp, subject.case)
+    _, published = _composite(err_pub, subject.case)
+    return SubjectScore(subject.case, domains, composite, exp_domains, exp_composite, published, items)
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided t confidence interval (lo, hi); a single value has no interval (nan)."""
-    x = np.asarray(values, dtype=np.float64)
-    m = float(x.mean())
-    if len(x) < 2:
-        return m, math.nan, math.nan
-    from scipy import stats
+@dataclass(frozen=True)
+class Objective:
+    """Validation objective: composite of argmax answers, ties broken by the expected-answer composite."""
 
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return m, m - half, m + half
+    composite: float
+    expected: float
 
-
-def summarize(method: str, scores: Sequence[SubjectScore], **extra) -> dict:
-    """One method's report: composite and domains averaged over subjects, with 95% CIs."""
-    comp, lo, hi = mean_ci([s.composite for s in scores])
-    ecomp, elo, ehi = mean_ci([s.expected_composite for s in scores])
-    return {
-        "method": method,
-        "composite": comp,
-        "composite_ci": [lo, hi],
-        "domains": {d: float(np.mean([s.domains[d] for s in scores])) for d in DOMAINS},
-        "expected_composite": ecomp,
-        "expected_composite_ci": [elo, ehi],
-        "subjects": [s.case for s in scores],
-        "seconds": float(sum(s.seconds for s in scores)),
-        "letter_mass": (float(np.mean([s.extra["letter_mass"] for s in scores]))
-                        if all("letter_mass" in s.extra for s in scores) else None),
-        "per_subject": [
-            {"case": s.case, "composite": s.composite, "expected_composite": s.expected_composite,
-             "domains": s.domains, "seconds": s.seconds, **s.extra}
-            for s in scores
-        ],
-        **extra,
-    }
+    @property
+    def key(self) -> tuple[float, float]:
+        return (round(self.composite, 9), self.expected)
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Mean of a - b over the same subjects with a 95% CI, and a Wilcoxon signed-rank p-value."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    m, lo, hi = mean_ci(diff)
-    p = math.nan
-    if len(diff) > 1 and np.any(diff != 0):
-        from scipy import stats
+def objective(bank: ItemBank, subject: Subject, ids: Sequence[int], scores) -> Objective:
+    """The one validation objective: ``scores`` (anything with ``answers`` and ``expected``) on ``ids``.
 
-        p = float(stats.wilcoxon(diff).pvalue)
-    return {"mean": m, "ci": [lo, hi], "wilcoxon_p": p}
-
-
-def format_table(reports: Sequence[dict]) -> str:
-    """A markdown table of method reports."""
-    head = "| method | composite (95% CI) | " + " | ".join(DOMAINS) + " | expected-answer composite | seconds |"
-    rows = [head, "|" + "---|" * (len(DOMAINS) + 4)]
-    for r in reports:
-        lo, hi = r["composite_ci"]
-        ci = f" ({lo:.2f}-{hi:.2f})" if not math.isnan(lo) else ""
-        doms = " | ".join(f"{r['domains'][d]:.2f}" for d in DOMAINS)
-        rows.append(f"| {r['method']} | {r['composite']:.2f}{ci} | {doms} | {r['expected_composite']:.2f} | {r['seconds']:.1f} |")
-    return "\n".join(rows)
+    PAS's strength search, its learned offsets' early stopping and DPO's epoch choice all
+    minimise this on the person's validation items.
+    """
+    s = score_subject(bank, subject, Prediction(tuple(ids), scores.answers, scores.expected))
+    return Objective(s.composite, s.expected_composite)

@@ -3,12 +3,12 @@
 LLM methods (``base``, ``few-shot``, ``description``, ``pas``...) differ only in
 system prompt and steering; every one is scored by :class:`pas.scoring.ItemScorer`.
 The non-LLM yardsticks (``always-3``, ``population-median``, ``ridge``) learn only
-from the *other* subjects of the data dir.
+from the *other* subjects of the data dir. Every method learns from and predicts
+*responses* (the item as worded); :mod:`pas.run` runs them.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import ItemBank, Subject
-from .evaluate import Prediction
+from .evaluate import Prediction, UnscorableSubject
 from .prompts import description_system, few_shot_system
 from .scoring import ItemScorer
 
@@ -58,13 +58,13 @@ def base(ctx: MethodContext, subject: Subject) -> Prediction:
 
 def few_shot(ctx: MethodContext, subject: Subject) -> Prediction:
     """System prompt listing the subject's known answers."""
-    return _llm(ctx, few_shot_system(ctx.bank, subject.answered(ctx.bank.train_ids)))
+    return _llm(ctx, few_shot_system(ctx.bank, subject.responses_to(ctx.bank.train_ids)))
 
 
 def description(ctx: MethodContext, subject: Subject) -> Prediction:
     """System prompt with the subject's prose personality description."""
     if not subject.description:
-        raise ValueError(f"subject {subject.case} has no description (personality_descriptions.json)")
+        raise UnscorableSubject(f"subject {subject.case} has no description (personality_descriptions.json)")
     return _llm(ctx, description_system(subject.description))
 
 
@@ -72,19 +72,21 @@ def _pas(variant: str) -> Method:
     def method(ctx: MethodContext, subject: Subject) -> Prediction:
         import dataclasses
 
-        from .align import PASConfig, align_to_subject
+        from .align import PASConfig, fit_subject
 
         config = dataclasses.replace(ctx.pas_config or PASConfig(), learn=variant == "pas-learned",
                                      few_shot=variant.endswith("+few-shot"))
-        vector = ctx.vectors.get(subject.case)
+        vector, report = ctx.vectors.get(subject.case), None
         if vector is None:
-            vector = align_to_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
-                                      bank=ctx.bank, scorer=ctx.scorer)
-        system = few_shot_system(ctx.bank, subject.answered(ctx.bank.train_ids)) if config.few_shot else None
+            vector, report = fit_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
+                                         bank=ctx.bank, scorer=ctx.scorer)
+        system = few_shot_system(ctx.bank, subject.responses_to(ctx.bank.train_ids)) if config.few_shot else None
         pred = _llm(ctx, system, vector)
-        pred.fit_seconds = float(vector.extra.get("fit_seconds", 0.0)) if subject.case not in ctx.vectors else 0.0
-        learn = {k: v for k, v in vector.extra.get("learn", {}).items() if k != "trace"}
-        pred.info.update({"alpha": vector.alpha, **learn})
+        if report is not None:
+            pred.fit_seconds = report.fit_seconds
+            pred.info.update(report.summary())
+        else:
+            pred.info["vector"] = "given"
         return pred
 
     method.__doc__ = _PAS_DOCS[variant]
@@ -124,14 +126,18 @@ def always_3(ctx: MethodContext, subject: Subject) -> Prediction:
 
 
 def population_median(ctx: MethodContext, subject: Subject) -> Prediction:
-    """Each item's median answer among the other subjects (missing answers excluded)."""
+    """Each item's median response among the other subjects (missing answers excluded).
+
+    A half-way median rounds half to even, which is symmetric about 3: the same errors
+    whether medians are taken of responses or of keyed scores.
+    """
     others = ctx.others(subject)
-    med = [np.median([s.answers[i] for s in others if i in s.answers] or [3]) for i in ctx.bank.test_ids]
-    return _point(ctx.bank.test_ids, np.floor(np.asarray(med) + 0.5))
+    med = [np.median([s.responses[i] for s in others if i in s.responses] or [3]) for i in ctx.bank.test_ids]
+    return _point(ctx.bank.test_ids, np.asarray(med, dtype=np.float64))
 
 
 def ridge(ctx: MethodContext, subject: Subject) -> Prediction:
-    """Ridge regression from the 120 known answers to each test answer, fitted on the other subjects.
+    """Ridge regression from the 120 known responses to each test response, fitted on the other subjects.
 
     Missing inputs are filled with the item's mean over the other subjects; for each test
     item only subjects who answered it are training targets. Regularisation by RidgeCV.
@@ -140,14 +146,14 @@ def ridge(ctx: MethodContext, subject: Subject) -> Prediction:
 
     others = ctx.others(subject)
     train, test = ctx.bank.train_ids, ctx.bank.test_ids
-    x = np.array([[s.answers.get(i, np.nan) for i in train] for s in others], dtype=np.float64)
+    x = np.array([[s.responses.get(i, np.nan) for i in train] for s in others], dtype=np.float64)
     means = np.nanmean(x, axis=0)
     x = np.where(np.isnan(x), means, x)
-    xq = np.array([[subject.answers.get(i, means[n]) for n, i in enumerate(train)]], dtype=np.float64)
+    xq = np.array([[subject.responses.get(i, means[n]) for n, i in enumerate(train)]], dtype=np.float64)
     preds = []
     for item in test:
-        rows = [n for n, s in enumerate(others) if item in s.answers]
-        y = np.array([others[n].answers[item] for n in rows], dtype=np.float64)
+        rows = [n for n, s in enumerate(others) if item in s.responses]
+        y = np.array([others[n].responses[item] for n in rows], dtype=np.float64)
         model = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(x[rows], y)
         preds.append(float(model.predict(xq)[0]))
     return _point(test, np.asarray(preds))
@@ -165,22 +171,3 @@ METHODS: dict[str, Method] = {
     "population-median": population_median,
     "ridge": ridge,
 }
-
-
-def run_method(name: str, ctx: MethodContext, subjects: Sequence[Subject], progress: bool = True):
-    """Score ``subjects`` with method ``name``; returns the per-subject :class:`SubjectScore` list."""
-    from tqdm.auto import tqdm
-
-    from .evaluate import score_subject
-
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}")
-    out = []
-    for subject in tqdm(subjects, desc=name, disable=not progress, leave=False):
-        t = time.perf_counter()
-        pred = METHODS[name](ctx, subject)
-        score = score_subject(ctx.bank, subject, pred)
-        score.seconds = time.perf_counter() - t
-        score.extra = {"fit_seconds": pred.fit_seconds, "eval_seconds": score.seconds - pred.fit_seconds, **pred.info}
-        out.append(score)
-    return out

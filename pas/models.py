@@ -104,3 +104,38 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype = "fp32
 def model_name(model) -> str:
     """Name recorded in steering vectors and reports."""
     return getattr(model, "pas_name", None) or getattr(model.config, "name_or_path", "") or model.config.model_type
+
+
+WEIGHT_SAMPLE_SIZE = 32  # values read from fixed places of the embedding and the first/last output projection
+
+
+def weights_sample(model) -> tuple[float, ...]:
+    """A few weights at fixed places: a fingerprint of *which* weights a model has, cheap to take.
+
+    The config alone cannot tell SmolLM2 from a randomly initialised model of the same shape;
+    these values can. They are compared with a tolerance (:func:`same_weights`), so the same
+    weights in fp32, bf16 or fp16 match.
+    """
+    from .adapter import o_proj_modules
+
+    projs = o_proj_modules(model)
+    take = WEIGHT_SAMPLE_SIZE // 4
+    parts = [model.get_input_embeddings().weight[1, :take], model.get_input_embeddings().weight[-1, :take],
+             projs[0].weight.reshape(-1)[:take], projs[-1].weight.reshape(-1)[-take:]]
+    with torch.no_grad():
+        return tuple(float(x) for p in parts for x in p.detach().float().cpu())
+
+
+def same_weights(a: tuple[float, ...], b: tuple[float, ...], rel: float = 1e-2) -> bool:
+    """Whether two :func:`weights_sample` results come from the same weights (up to dtype rounding)."""
+    if len(a) != len(b):
+        return False
+    ta, tb = torch.tensor(a), torch.tensor(b)
+    return bool((ta - tb).abs().max() <= rel * max(float(ta.abs().max()), float(tb.abs().max()), 1e-12))
+
+
+def weights_digest(sample: tuple[float, ...]) -> str:
+    """A short name for a weight sample, for error messages (rounded to 2 significant digits)."""
+    import hashlib
+
+    return hashlib.sha256(",".join(f"{x:.1e}" for x in sample).encode()).hexdigest()[:12]

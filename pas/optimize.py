@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import DOMAINS, ItemBank
-from .evaluate import Prediction, score_subject
-from .data import Subject
+from .data import DOMAINS, ItemBank, Subject
+from .evaluate import Objective, objective
 from .hooks import add_offsets, dense_offsets
 from .prompts import LETTER_VALUES
 from .scoring import EncodedPrompts, final_logits, to_scores
@@ -27,30 +26,18 @@ from .scoring import EncodedPrompts, final_logits, to_scores
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
-def split_known(bank: ItemBank, answers: Mapping[int, int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_known(bank: ItemBank, responses: Mapping[int, int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded fit/validation split of the answered known items, the same fraction in every domain."""
     rng = np.random.default_rng(seed)
     by_id = bank.by_id
     fit, val = [], []
     for dom in DOMAINS:
-        ids = [i for i in bank.train_ids if i in answers and by_id[i].domain == dom]
+        ids = [i for i in bank.train_ids if i in responses and by_id[i].domain == dom]
         rng.shuffle(ids)
         n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
         val += ids[:n_val]
         fit += ids[n_val:]
     return sorted(fit), sorted(val)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """Validation objective: composite of argmax answers, ties broken by the expected-answer composite."""
-
-    composite: float
-    expected: float
-
-    @property
-    def key(self) -> tuple[float, float]:
-        return (round(self.composite, 9), self.expected)
 
 
 @dataclass
@@ -70,22 +57,27 @@ class SteeredItems:
             return final_logits(self.model, self.encoded, self.letter_ids)
 
     def objective(self, offsets: torch.Tensor) -> Objective:
+        """:func:`pas.evaluate.objective` of these items with ``offsets`` applied."""
         with torch.no_grad():
-            scores = to_scores(self.logits(offsets))
-        s = score_subject(self.bank, self.subject, Prediction(self.ids, scores.answers, scores.expected))
-        return Objective(s.composite, s.expected_composite)
+            return objective(self.bank, self.subject, self.ids, to_scores(self.logits(offsets)))
 
 
-def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], refine_steps: int) -> tuple[float, dict]:
+def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], refine_steps: int,
+                 progress: bool = False) -> tuple[float, dict]:
     """Coarse grid, then golden-section refinement inside the best grid point's bracket.
 
     Returns the best alpha seen and a trace {alpha: (composite, expected)}.
     """
+    from tqdm.auto import tqdm
+
     seen: dict[float, Objective] = {}
+    bar = tqdm(total=len(set(grid)) + refine_steps + 2, desc="strength search", disable=not progress, leave=False)
 
     def f(a: float) -> tuple[float, float]:
         if a not in seen:
             seen[a] = evaluate(a)
+            bar.update()
+            bar.set_postfix(alpha=f"{a:.3g}", composite=f"{seen[a].composite:.2f}")
         return seen[a].key
 
     grid = sorted(set(float(g) for g in grid))
@@ -103,6 +95,7 @@ def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], 
             else:
                 lo, x1 = x1, x2
                 x2 = lo + GOLDEN * (hi - lo)
+    bar.close()
     best = min(seen, key=lambda a: (seen[a].key, a))
     return best, {a: (o.composite, o.expected) for a, o in sorted(seen.items())}
 
@@ -140,7 +133,7 @@ def learn_offsets(fit: SteeredItems, val: SteeredItems, heads: Sequence[tuple[in
     w0 = (init / scale).detach()
     w = torch.nn.Parameter(w0.clone())
     opt = torch.optim.Adam([w], lr=lr)
-    targets = torch.tensor([float(fit.subject.answers[i]) for i in fit.ids])
+    targets = torch.tensor([float(fit.subject.responses[i]) for i in fit.ids])
 
     def dense(weights: torch.Tensor) -> torch.Tensor:
         return dense_offsets(heads, weights * scale, lay.n_layers, lay.n_heads, lay.head_dim)

@@ -57,10 +57,10 @@ def answer_label(value: int) -> str:
     return f"({LETTERS[k]}). {OPTION_NAMES[k]}"
 
 
-def few_shot_system(bank: ItemBank, answers: Mapping[int, int]) -> str:
-    """System prompt listing a person's known answers (the paper's few-shot baseline)."""
+def few_shot_system(bank: ItemBank, responses: Mapping[int, int]) -> str:
+    """System prompt listing a person's known responses to the statements as worded (the paper's few-shot baseline)."""
     by_id = bank.by_id
-    lines = [f'- "You {second_person(by_id[i].text)}": {answer_label(a)}' for i, a in sorted(answers.items())]
+    lines = [f'- "You {second_person(by_id[i].text)}": {answer_label(a)}' for i, a in sorted(responses.items())]
     return (
         "You are role-playing a specific person answering a personality questionnaire. "
         "This is how the person described themselves on other statements:\n"

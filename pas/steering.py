@@ -43,7 +43,9 @@ class SteeringVector:
     """Per-(layer, head) offsets ``[n_layers, n_heads, head_dim]`` for one model, with provenance.
 
     ``positions`` is how the offsets were learned and are evaluated on questionnaires:
-    ``"last"`` (the answer position only) or ``"all"``.
+    ``"last"`` (the answer position only) or ``"all"``. Provenance (``subject``, ``item_hash``
+    of the known items, the ``config`` it was fitted with) is stored in the file; how the fit
+    went is not (see :class:`pas.align.FitReport`).
     """
 
     offsets: torch.Tensor
@@ -62,7 +64,8 @@ class SteeringVector:
     subject: str | None = None
     item_hash: str | None = None
     config: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    derived: str | None = None  # how arithmetic made this vector from saved ones ("scaled by 0.3", ...)
+    weights_sample: tuple[float, ...] = ()  # see pas.models.weights_sample; () = not recorded (older files)
     pas_version: str = field(default_factory=_pas_version)
     format_version: int = FORMAT_VERSION
 
@@ -80,9 +83,10 @@ class SteeringVector:
     @classmethod
     def for_model(cls, model, offsets: torch.Tensor, **meta) -> SteeringVector:
         """A vector whose shape facts come from ``model``."""
-        from .models import model_name
+        from .models import model_name, weights_sample
 
         lay = layout(model)
+        meta.setdefault("weights_sample", weights_sample(model))
         return cls(
             offsets=offsets.detach().float().cpu().reshape(lay.n_layers, lay.n_heads, lay.head_dim).contiguous(),
             model_name=model_name(model), model_type=lay.model_type, config_fingerprint=lay.fingerprint,
@@ -92,8 +96,8 @@ class SteeringVector:
     # ------------------------------------------------------------ arithmetic
 
     def _with_offsets(self, offsets: torch.Tensor, how: str) -> SteeringVector:
-        extra = dict(self.extra, derived=how)
-        return dataclasses.replace(self, offsets=offsets, alpha=None, extra=extra)
+        derived = how if self.derived is None else f"{how} of ({self.derived})"
+        return dataclasses.replace(self, offsets=offsets, alpha=None, derived=derived)
 
     def __mul__(self, k: float) -> SteeringVector:
         return self._with_offsets(self.offsets * float(k), f"scaled by {float(k)}")
@@ -110,6 +114,10 @@ class SteeringVector:
                                   other.head_dim)
         if mismatch:
             raise ModelMismatchError(f"cannot add steering vectors of different models: {mismatch}")
+        from .models import same_weights
+
+        if self.weights_sample and other.weights_sample and not same_weights(self.weights_sample, other.weights_sample):
+            raise ModelMismatchError("cannot add steering vectors made on different weights of the same architecture")
         heads = tuple(dict.fromkeys(self.heads + other.heads))
         summed = self._with_offsets(self.offsets + other.offsets, f"sum of {self.subject} and {other.subject}")
         return dataclasses.replace(summed, heads=heads, probe_accuracies=(), sigmas=(), subject=None)
@@ -129,12 +137,37 @@ class SteeringVector:
         return "; ".join(diffs)
 
     def check_model(self, model) -> ModelLayout:
-        """Raise :class:`ModelMismatchError` naming every difference if this vector was made for another model."""
+        """Raise :class:`ModelMismatchError` naming every difference if this vector was made for another model.
+
+        Shapes and config must match, and so must the weights (a fixed sample of them): a vector
+        learned on SmolLM2 means nothing on a random model of the same shape. For a fine-tuned
+        variant of the vector's model, say so explicitly with :meth:`for_weights_of`.
+        """
+        from .models import same_weights, weights_digest, weights_sample
+
         lay = layout(model)
         mismatch = self._mismatch(lay.model_type, lay.fingerprint, lay.n_layers, lay.n_heads, lay.head_dim)
         if mismatch:
             raise ModelMismatchError(f"steering vector for {self.model_name!r} does not fit this model: {mismatch}")
+        if self.weights_sample:
+            theirs = weights_sample(model)
+            if not same_weights(self.weights_sample, theirs):
+                raise ModelMismatchError(
+                    f"steering vector for {self.model_name!r} was made on other weights: weights fingerprint vector "
+                    f"{weights_digest(self.weights_sample)} vs model {weights_digest(theirs)} (same config). If this "
+                    f"model is a fine-tuned variant you mean to steer, use vector.for_weights_of(model) "
+                    f"(CLI: --allow-other-weights)")
         return lay
+
+    def for_weights_of(self, model) -> SteeringVector:
+        """This vector, accepted for ``model``'s weights (a fine-tuned variant of the same architecture)."""
+        from .models import weights_sample
+
+        lay = layout(model)
+        mismatch = self._mismatch(lay.model_type, lay.fingerprint, lay.n_layers, lay.n_heads, lay.head_dim)
+        if mismatch:
+            raise ModelMismatchError(f"steering vector for {self.model_name!r} does not fit this model: {mismatch}")
+        return dataclasses.replace(self, weights_sample=weights_sample(model))
 
     # ------------------------------------------------------------ applying
 
@@ -163,14 +196,18 @@ class SteeringVector:
         return meta
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write safetensors (offsets + JSON metadata) atomically; refuses to replace a file unless ``overwrite``."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write safetensors (offsets + JSON metadata) atomically; refuses to replace a file unless ``overwrite``.
+
+        A failed write leaves nothing behind (no temporary file, the old file untouched).
+        """
+        path = check_writable(path, overwrite=overwrite)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file({"offsets": self.offsets.contiguous()}, tmp, metadata={"pas": json.dumps(self.metadata())})
-        os.replace(tmp, path)
+        try:
+            save_file({"offsets": self.offsets.contiguous()}, tmp, metadata={"pas": json.dumps(self.metadata())})
+            os.replace(tmp, path)
+        except (OSError, SafetensorError) as e:
+            tmp.unlink(missing_ok=True)
+            raise SteeringFileError(f"cannot write steering vector to {path}: {e}") from e
         return path
 
     @classmethod
@@ -195,15 +232,19 @@ class SteeringVector:
             raise SteeringFileError(f"{path}: corrupt metadata: {e}") from e
         if meta.get("format_version") != FORMAT_VERSION:
             raise SteeringFileError(f"{path}: format version {meta.get('format_version')!r}, this pas reads {FORMAT_VERSION}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"offsets"}
-        missing = sorted(names - meta.keys())
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "offsets"}
+        names = set(fields)
+        required = {n for n, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - meta.keys())
         if missing:
             raise SteeringFileError(f"{path}: metadata lacks {missing}")
-        meta = {k: meta[k] for k in names}
-        for key in ("heads",):
-            meta[key] = tuple(tuple(h) for h in meta[key])
-        for key in ("probe_accuracies", "sigmas"):
-            meta[key] = tuple(meta[key])
+        meta = {k: meta[k] for k in names if k in meta}  # older files: optional fields absent, "extra" ignored
+        if "heads" in meta:
+            meta["heads"] = tuple(tuple(h) for h in meta["heads"])
+        for key in ("probe_accuracies", "sigmas", "weights_sample"):
+            if key in meta:
+                meta[key] = tuple(meta[key])
         try:
             return cls(offsets=tensors["offsets"].float(), **meta)
         except (TypeError, ValueError) as e:
@@ -252,6 +293,31 @@ class FoldedSteering:
 
     def __exit__(self, *exc) -> None:
         self.unfold()
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Check that a steering vector can be written to ``path`` (creating its folder); call it before long work.
+
+    Raises :class:`FileExistsError` for an existing file without ``overwrite`` and
+    :class:`SteeringFileError` for a directory, a parent that is a file, or a folder that
+    cannot be written; leaves no file behind.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SteeringFileError(f"{path} is a directory; give a file path such as {path / 'vector.safetensors'}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise SteeringFileError(f"cannot write {path}: {blocker} is a file, not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.probe-{os.getpid()}")
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise SteeringFileError(f"cannot write {path}: {e.strerror or e}") from e
+    return path
 
 
 def item_hash(ids) -> str:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pas.align import PASConfig, align_to_subject
+from pas.align import FitReport, PASConfig, align_to_subject, fit_subject
 from pas.steering import SteeringVector
 
 
@@ -31,7 +31,7 @@ def test_align_tiny_is_deterministic_and_test_items_unused(tiny_llama, tokenizer
     # changing the subject's *test* answers cannot change the vector
     import dataclasses
 
-    scrambled = dataclasses.replace(s, answers={i: (1 if i in papi.bank.test_ids else a) for i, a in s.answers.items()})
+    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else a) for i, a in s.responses.items()})
     v3 = align_to_subject(tiny_llama, scrambled, fast_config, tokenizer=tokenizer, bank=papi.bank)
     assert torch.equal(v1.offsets, v3.offsets)
     nonzero = {(l, h) for l in range(3) for h in range(4) if v1.offsets[l, h].any()}
@@ -41,6 +41,31 @@ def test_align_tiny_is_deterministic_and_test_items_unused(tiny_llama, tokenizer
 def test_align_searched_only(tiny_llama, tokenizer, papi, fast_config):
     import dataclasses
 
-    v = align_to_subject(tiny_llama, papi.subjects[0], dataclasses.replace(fast_config, learn=False),
-                         tokenizer=tokenizer, bank=papi.bank)
-    assert v.extra["learn"] == {} and v.alpha in (float(a) for a in v.extra["alpha_trace"])
+    v, report = fit_subject(tiny_llama, papi.subjects[0], dataclasses.replace(fast_config, learn=False),
+                            tokenizer=tokenizer, bank=papi.bank)
+    assert isinstance(report, FitReport) and report.best_step is None and report.learn_trace == []
+    assert v.alpha == report.alpha and report.alpha in report.alpha_trace
+    assert report.fit_items + report.val_items == len(papi.subjects[0].known()) and report.fit_seconds > 0
+
+
+def test_align_uses_the_subjects_own_bank(tiny_llama, tokenizer, papi, fast_config, monkeypatch):
+    """No bank argument and no default data dir: the subject carries the bank it was loaded with."""
+    monkeypatch.delenv("PAPI_DATA_DIR", raising=False)
+    monkeypatch.chdir("/")
+    v = align_to_subject(tiny_llama, papi.subjects[0], fast_config, tokenizer=tokenizer)
+    assert v.subject == papi.subjects[0].case
+
+
+def test_contrast_labels_follow_responses(tiny_llama, tokenizer, papi, fast_config):
+    """The label of a reverse-keyed item comes from the response, not the stored keyed score."""
+    from pas.activations import head_activations
+    from pas.directions import contrast_set
+
+    s = papi.subjects[0]
+    bank = papi.bank
+    rev = [i for i in bank.train_ids if bank.by_id[i].keyed == "-" and s.responses.get(i, 3) != 3]
+    acts = head_activations(tiny_llama, tokenizer, bank, rev, use_cache=False)
+    data = contrast_set(acts, s.responses_to(rev))
+    for n, item in enumerate(rev):
+        a_prompt_label = int(data.y[2 * n])
+        assert a_prompt_label == int(s.responses[item] >= 4)

@@ -3,7 +3,8 @@ import shutil
 
 import pytest
 
-from pas.data import PapiDataError, load_items, load_papi, load_subjects, parse_subjects, resolve_data_dir
+from pas.data import (PapiDataError, keyed_score, load_items, load_papi, load_subjects, opposite_key_correlation,
+                      parse_subjects, resolve_data_dir, select_subjects)
 
 
 def _copy(data_dir, tmp_path):
@@ -33,8 +34,77 @@ def test_real_subjects(papi):
     assert len(papi.subjects) == 200
     s = papi.subjects[0]
     assert s.case == "172481" and s.description.startswith("You are")
-    assert all(1 <= a <= 5 for a in s.answers.values())
-    assert len(s.answers) + len(s.missing) == 300
+    assert all(1 <= a <= 5 for a in s.responses.values())
+    assert len(s.responses) + len(s.missing) == 300
+    assert s.bank is papi.bank and len(s.known()) == 120 - len(s.missing & set(papi.bank.train_ids))
+
+
+def test_responses_are_what_the_person_chose(papi, data_dir):
+    """PAPI stores keyed scores: on reverse-keyed items the response is 6 - stored."""
+    raw = json.loads((data_dir / "subjects.json").read_text())
+    by_id = papi.bank.by_id
+    n_reversed = 0
+    for rec, s in zip(raw[:20], papi.subjects[:20]):
+        for i, response in s.responses.items():
+            stored = rec[f"i{i}"]
+            assert response == (6 - stored if by_id[i].keyed == "-" else stored)
+            n_reversed += by_id[i].keyed == "-"
+        assert s.keyed_scores() == {i: v for i, v in ((int(k[1:]), v) for k, v in rec.items()
+                                                      if k[:1] == "i" and k[1:].isdigit()) if v}
+    assert n_reversed > 0
+    assert keyed_score(by_id[2], 4) == 4 and [keyed_score(it, 5) for it in papi.bank.items if it.keyed == "-"][0] == 1
+
+
+def test_real_data_are_keyed(papi, data_dir):
+    stored = [s.keyed_scores() for s in papi.subjects]
+    assert opposite_key_correlation(papi.bank, stored) == pytest.approx(0.43, abs=0.01)
+    responses = [dict(s.responses) for s in papi.subjects]
+    assert opposite_key_correlation(papi.bank, responses) < -0.3
+    with pytest.raises(PapiDataError, match=r"declared encoding 'responses', but the data look like keyed: .*"
+                                            r"\+0\.43 .*papi\.json.*\"encoding\": \"keyed\""):
+        load_papi(data_dir, encoding="responses")
+
+
+def _responses_copy(data_dir, tmp_path, papi):
+    """The real data rewritten as responses (what each person chose), as another data set might store them."""
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    by_case = {s.case: s for s in papi.subjects}
+    for rec in recs:
+        s = by_case[str(rec["case"])]
+        for i in papi.bank.by_id:
+            rec[f"i{i}"] = s.responses.get(i, 0)
+    _write(root, recs)
+    return root
+
+
+def test_responses_encoded_copy(papi, data_dir, tmp_path):
+    root = _responses_copy(data_dir, tmp_path, papi)
+    with pytest.raises(PapiDataError, match=r"declared encoding 'keyed', but the data look like responses: "
+                                            r"opposite-keyed items of a facet correlate -0\.\d\d"):
+        load_papi(root)  # no declaration: PAPI's layout defaults to keyed
+    (root / "papi.json").write_text(json.dumps({"encoding": "responses"}))
+    again = load_papi(root)
+    assert again.encoding == "responses"
+    assert [dict(s.responses) for s in again.subjects] == [dict(s.responses) for s in papi.subjects]
+    assert load_papi(root, encoding="responses").subjects[3].responses == papi.subjects[3].responses
+
+
+def test_encoding_declaration_errors(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    (root / "papi.json").write_text("{oops")
+    with pytest.raises(PapiDataError, match="papi.json: cannot read the data declaration"):
+        load_papi(root)
+    (root / "papi.json").write_text(json.dumps({"encoding": "raw"}))
+    with pytest.raises(PapiDataError, match="encoding 'raw'"):
+        load_papi(root)
+
+
+def test_few_subjects_are_not_checked(papi):
+    """Under 30 people the correlation is too noisy to judge; the declaration is taken as it is."""
+    recs = [{"case": s.case, **{f"i{i}": s.responses.get(i, 0) for i in papi.bank.by_id}} for s in papi.subjects[:29]]
+    subjects = parse_subjects(recs, papi.bank, encoding="keyed")
+    assert len(subjects) == 29
 
 
 def test_missing_answers_are_missing(papi):
@@ -42,7 +112,7 @@ def test_missing_answers_are_missing(papi):
     assert missing == 29  # the zeros in subjects.json
     s = next(s for s in papi.subjects if s.missing)
     item = next(iter(s.missing))
-    assert item not in s.answers and item not in s.answered([item])
+    assert item not in s.responses and item not in s.responses_to([item]) and item not in s.keyed_scores()
 
 
 def test_xls_item_key_matches_csv(data_dir, tmp_path):
@@ -62,7 +132,8 @@ def test_parquet_subjects_via_datasets(data_dir, tmp_path):
     datasets.Dataset.from_list(records).to_parquet(str(root / "train.parquet"))
     subjects = load_subjects(root)
     assert [s.case for s in subjects] == [str(r["case"]) for r in records]
-    assert subjects[0].answers == {int(k[1:]): v for k, v in records[0].items() if k[:1] == "i" and k[1:].isdigit() and v}
+    assert subjects[0].keyed_scores() == {int(k[1:]): v for k, v in records[0].items()
+                                          if k[:1] == "i" and k[1:].isdigit() and v}
 
 
 def test_data_dir_resolution(data_dir, tmp_path, monkeypatch):
@@ -71,10 +142,24 @@ def test_data_dir_resolution(data_dir, tmp_path, monkeypatch):
     assert resolve_data_dir(tmp_path) == tmp_path
     with pytest.raises(PapiDataError, match="does not exist"):
         resolve_data_dir(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PapiDataError, match="is a file, not a directory"):
+        resolve_data_dir(tmp_path / "file")
+    monkeypatch.setenv("PAPI_DATA_DIR", str(tmp_path / "file"))
+    with pytest.raises(PapiDataError, match=r"from \$PAPI_DATA_DIR\) is a file, not a directory"):
+        resolve_data_dir()
 
 
-@pytest.mark.parametrize("value, match", [(6, "outside 0..5"), (-1, "outside 0..5"), (2.5, "outside 0..5"),
-                                          ("x", "not an integer"), (None, "not an integer")])
+def test_empty_data_dir_variable_is_unset(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPI_DATA_DIR", "")
+    monkeypatch.chdir(tmp_path)  # no ./papi here, no ../shared/papi
+    with pytest.raises(PapiDataError, match="no PAPI data directory"):
+        resolve_data_dir()
+
+
+@pytest.mark.parametrize("value, match", [(6, "outside 0..5"), (-1, "outside 0..5"), (3.5, "not a whole number"),
+                                          ("2.5", "not a whole number"), (float("nan"), "not a whole number"),
+                                          ("x", "not an integer"), (None, "not an integer"), (True, "not an integer")])
 def test_bad_answer_named(data_dir, tmp_path, value, match):
     root = _copy(data_dir, tmp_path)
     recs = _subjects_json(root)
@@ -82,6 +167,26 @@ def test_bad_answer_named(data_dir, tmp_path, value, match):
     _write(root, recs)
     with pytest.raises(PapiDataError, match=rf"subject {recs[3]['case']}: item i17: .*{match}"):
         load_subjects(root)
+
+
+def test_numeric_strings_are_numbers(data_dir, tmp_path):
+    """A string "4" is read as 4 (CSV-born JSON often quotes numbers); documented in papi_data/README.md."""
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    original = recs[3]["i17"]
+    recs[3]["i17"] = str(original)
+    _write(root, recs)
+    assert load_subjects(root)[3].keyed_scores([17]) == {17: original}
+
+
+def test_select_subjects(papi):
+    assert [s.case for s in select_subjects(papi.subjects, first=2)] == [s.case for s in papi.subjects[:2]]
+    assert len(select_subjects(papi.subjects, first=100000)) == 200
+    for bad in (0, -1):
+        with pytest.raises(PapiDataError, match=">= 1"):
+            select_subjects(papi.subjects, first=bad)
+    with pytest.raises(PapiDataError, match="not both"):
+        select_subjects(papi.subjects, [papi.subjects[0].case], first=1)
 
 
 def test_unknown_item(data_dir, tmp_path):
@@ -147,7 +252,7 @@ def test_items_bad_domain(data_dir, tmp_path):
 def test_parse_records_directly(papi):
     recs = [{"case": "a", **{f"i{i}": 4 for i in range(1, 301)}}]
     (s,) = parse_subjects(recs, papi.bank)
-    assert s.case == "a" and len(s.answers) == 300 and not s.missing
+    assert s.case == "a" and len(s.responses) == 300 and not s.missing
     with pytest.raises(PapiDataError, match="no 'case'"):
         parse_subjects([{"i1": 3}], papi.bank)
 

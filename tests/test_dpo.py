@@ -18,7 +18,7 @@ def test_pairs_use_subjects_answer_and_models_top_mistake(tiny_llama, tokenizer,
     probs = scorer.score(ids).probs
     letters = "ABCDE"
     for item, pair, p in zip(ids, pairs, probs):
-        assert pair["chosen"] == letters[5 - s.answers[item]] and pair["rejected"] != pair["chosen"]
+        assert pair["chosen"] == letters[5 - s.responses[item]] and pair["rejected"] != pair["chosen"]
         assert p[letters.index(pair["rejected"])] == max(p[k] for k in range(5) if letters[k] != pair["chosen"])
         assert pair["prompt"].endswith("(")
 
@@ -29,7 +29,7 @@ def test_train_changes_adapter_only_and_round_trips(tiny_llama, tokenizer, papi,
     before = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
     s = papi.subjects[2]
     keep = set(papi.bank.train_ids[:25]) | set(papi.bank.test_ids)  # fewer known answers: a quicker test
-    s = dataclasses.replace(s, answers={i: a for i, a in s.answers.items() if i in keep})
+    s = dataclasses.replace(s, responses={i: a for i, a in s.responses.items() if i in keep})
     res = train_dpo(tiny_llama, tokenizer, papi.bank, s, DPOSettings(epochs=2, lr=5e-2, batch_size=16))
     assert all(torch.equal(v, tiny_llama.state_dict()[k]) for k, v in before.items())  # base untouched
     assert res.train_loss is not None and torch.isfinite(torch.tensor(res.train_loss))

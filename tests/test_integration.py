@@ -27,7 +27,7 @@ def test_real_batched_equals_unbatched(real_model, papi):
 
     model, tok = real_model
     s = papi.subjects[0]
-    system = few_shot_system(papi.bank, s.answered(papi.bank.train_ids[:10]))
+    system = few_shot_system(papi.bank, s.responses_to(papi.bank.train_ids[:10]))
     texts = PromptTemplate().render_items(tok, papi.bank, papi.bank.test_ids[:6], system)
     a = score_texts(model, tok, texts, batch_size=4)
     b = score_texts(model, tok, texts, batch_size=1, prefix_cache=False)
@@ -36,15 +36,14 @@ def test_real_batched_equals_unbatched(real_model, papi):
 
 
 def test_align_lowers_training_loss_and_round_trips(real_model, papi, tmp_path, capsys):
-    from pas import PASConfig, SteeringVector, align_to_subject
+    from pas import PASConfig, SteeringVector, fit_subject
     from pas.cli import main
 
     model, tok = real_model
     s = papi.subjects[1]
     cfg = PASConfig(steps=10, eval_every=5, patience=2)
-    v = align_to_subject(model, s, cfg, tokenizer=tok, bank=papi.bank)
-    learn = v.extra["learn"]
-    assert learn["fit_loss_end"] < learn["fit_loss_start"]
+    v, report = fit_subject(model, s, cfg, tokenizer=tok, bank=papi.bank)
+    assert report.fit_loss_end < report.fit_loss_start
     path = v.save(tmp_path / "s.safetensors")
     back = SteeringVector.load(path)
     assert torch.equal(back.offsets, v.offsets) and back.subject == s.case
@@ -60,9 +59,26 @@ def test_cli_eval_json(data_dir, capsys):
                  "--json"]) == 0
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     assert [r["method"] for r in lines] == ["always-3", "base"]
+    stored = next(r for r in json.loads((data_dir / "subjects.json").read_text()) if str(r["case"]) == case)
+    from pas.data import load_items
+
+    bank = load_items(data_dir)
     for r in lines:
-        assert set(r) >= {"method", "composite", "domains", "subjects", "seconds"}
+        assert set(r) >= {"method", "composite", "domains", "subjects", "seconds", "papi_published", "per_subject"}
         assert r["subjects"] == [case] and 0 <= r["composite"] <= 20 and set(r["domains"]) == set("OCEAN")
+        (subject,) = r["per_subject"]
+        items = subject["items"]
+        assert len(items) == sum(1 for i in bank.test_ids if stored[f"i{i}"] != 0)  # missing items left out
+        for it in items:
+            raw = stored[f"i{it['item']}"]
+            assert it["response"] == (6 - raw if it["keyed"] == "-" else raw)
+            assert it["keyed"] == bank.by_id[it["item"]].keyed and 1 <= it["answer"] <= 5
+        recomputed = sum(np.mean([abs(it["answer"] - it["response"]) for it in items if it["domain"] == d])
+                         for d in "OCEAN")
+        assert recomputed == pytest.approx(r["composite"]) == pytest.approx(subject["composite"])
+        published = sum(np.mean([abs(it["answer"] - stored[f"i{it['item']}"]) for it in items if it["domain"] == d])
+                        for d in "OCEAN")
+        assert published == pytest.approx(r["papi_published"])
 
 
 def test_cli_errors_are_clear(data_dir, capsys, tmp_path):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pas.evaluate import score_subject
-from pas.methods import METHODS, MethodContext, always_3, population_median, ridge, run_method
+from pas.methods import METHODS, MethodContext, always_3, population_median, ridge
+from pas.run import run_methods
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def test_always_3(ctx, papi):
 
 def test_yardsticks_ignore_the_subjects_own_answers(ctx, papi):
     s = papi.subjects[0]
-    flipped = dataclasses.replace(s, answers={i: (6 - a if i in papi.bank.test_ids else a) for i, a in s.answers.items()})
+    flipped = dataclasses.replace(s, responses={i: (6 - a if i in papi.bank.test_ids else a) for i, a in s.responses.items()})
     others = [x for x in papi.subjects if x.case != s.case]
     ctx2 = MethodContext(papi.bank, [flipped, *others])
     for method in (population_median, ridge):
@@ -28,9 +29,27 @@ def test_yardsticks_ignore_the_subjects_own_answers(ctx, papi):
 
 def test_ridge_beats_always_3(ctx, papi):
     subjects = papi.subjects[:10]
-    r = np.mean([s.composite for s in run_method("ridge", ctx, subjects, progress=False)])
-    a = np.mean([s.composite for s in run_method("always-3", ctx, subjects, progress=False)])
+    recs = run_methods(ctx, subjects, ["ridge", "always-3"], progress=False)
+    r, a = (np.mean([x["composite"] for x in recs[m]]) for m in ("ridge", "always-3"))
     assert r < a
+
+
+def test_yardsticks_score_the_same_in_either_encoding(ctx, papi):
+    """MAE of a population yardstick does not depend on whether it learned responses or keyed scores."""
+    import dataclasses
+
+    from pas.data import keyed_score
+
+    by_id = papi.bank.by_id
+    keyed = [dataclasses.replace(s, responses=s.keyed_scores()) for s in papi.subjects]
+    ctx_k = MethodContext(papi.bank, keyed)
+    for method in (population_median, ridge):
+        for s, sk in zip(papi.subjects[:3], keyed[:3]):
+            p, pk = method(ctx, s), method(ctx_k, sk)
+            flipped = np.array([keyed_score(by_id[i], a) for i, a in zip(pk.ids, pk.answers)])
+            assert np.array_equal(p.answers, flipped)
+            assert score_subject(papi.bank, s, p).composite == pytest.approx(
+                score_subject(papi.bank, sk, pk).composite)
 
 
 def test_llm_method_needs_model(ctx, papi):
@@ -40,7 +59,7 @@ def test_llm_method_needs_model(ctx, papi):
 
 def test_unknown_method(ctx, papi):
     with pytest.raises(ValueError, match="unknown method"):
-        run_method("nope", ctx, papi.subjects[:1])
+        run_methods(ctx, papi.subjects[:1], ["nope"], progress=False)
 
 
 def test_tiny_model_methods_run(tiny_llama, tokenizer, papi):

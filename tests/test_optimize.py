@@ -6,7 +6,7 @@ from pas.optimize import Objective, expected_abs_error, search_alpha, split_know
 
 def test_split_known_balanced_and_deterministic(papi):
     s = papi.subjects[0]
-    known = s.answered(papi.bank.train_ids)
+    known = s.responses_to(papi.bank.train_ids)
     fit, val = split_known(papi.bank, known, 1 / 3, seed=0)
     assert set(fit).isdisjoint(val) and set(fit) | set(val) == set(known)
     doms = papi.bank.domains_of(val)

@@ -43,7 +43,23 @@ def test_contrastive_prompts_differ_at_answer(tokenizer, papi):
 
 def test_few_shot_lists_known_answers(papi):
     s = papi.subjects[0]
-    known = s.answered(papi.bank.train_ids)
+    known = s.responses_to(papi.bank.train_ids)
     sys = few_shot_system(papi.bank, known)
     assert sys.count("\n- ") == len(known)
     assert '"You worry about things.": ' in sys
+
+
+def test_few_shot_shows_responses_not_keyed_scores(papi, data_dir):
+    """A reverse-keyed statement is shown with what the person chose for it as worded (6 - stored)."""
+    import json
+
+    from pas.prompts import answer_label, second_person
+
+    s = papi.subjects[0]
+    raw = next(r for r in json.loads((data_dir / "subjects.json").read_text()) if str(r["case"]) == s.case)
+    by_id = papi.bank.by_id
+    item = next(i for i in papi.bank.train_ids if by_id[i].keyed == "-" and raw[f"i{i}"] not in (0, 3))
+    text = few_shot_system(papi.bank, s.responses_to(papi.bank.train_ids))
+    line = f'"You {second_person(by_id[item].text)}": '
+    assert line + answer_label(6 - raw[f"i{item}"]) in text
+    assert line + answer_label(raw[f"i{item}"]) not in text

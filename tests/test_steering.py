@@ -179,3 +179,29 @@ def test_nan_offsets_rejected(tiny):
     bad[1, 1, 1] = float("inf")
     with pytest.raises(ValueError, match="NaN or inf"):
         dataclasses.replace(vec, offsets=bad)
+
+
+def test_save_errors_are_clear_and_leave_nothing(tiny, tmp_path):
+    vec = _vector(tiny)
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(SteeringFileError, match="is a directory; give a file path"):
+        vec.save(tmp_path / "adir")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SteeringFileError, match="afile is a file, not a directory"):
+        vec.save(tmp_path / "afile" / "sub" / "v.safetensors")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["adir", "afile"]  # no stray temporary files
+
+
+def test_files_of_the_first_layout_still_load(tiny, tmp_path):
+    """Files written before the fit report moved out of the vector carry an 'extra' dict and no 'derived'."""
+    import json
+
+    from safetensors.torch import save_file
+
+    vec = _vector(tiny)
+    meta = vec.metadata()
+    del meta["derived"]
+    meta["extra"] = {"fit_seconds": 3.0, "learn": {"best_step": 5}}
+    save_file({"offsets": vec.offsets}, tmp_path / "old.safetensors", metadata={"pas": json.dumps(meta)})
+    back = SteeringVector.load(tmp_path / "old.safetensors")
+    assert torch.equal(back.offsets, vec.offsets) and back.derived is None and back.subject == vec.subject

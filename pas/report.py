@@ -1,0 +1,177 @@
+"""Reporting: summaries over subjects, paired comparisons, the one results table, the plot, strict JSON.
+
+Everything here reads *records* (one dict per method and subject, made by
+:func:`pas.run.run_subject`); nothing here is needed while fitting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .data import DOMAINS
+
+YARDSTICK_FLOOR_S = 0.01  # where zero-fit-time methods sit on the log x axis
+DEFAULT_REFERENCES = ("always-3", "base")
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided t confidence interval (lo, hi); fewer than two values have no interval (nan)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, math.nan, math.nan
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return m, m - half, m + half
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Mean of a - b over the same subjects with a 95% CI, and a Wilcoxon signed-rank p-value (nan if all equal)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    m, lo, hi = mean_ci(diff)
+    p = math.nan
+    if len(diff) > 1 and np.any(diff != 0):
+        from scipy import stats
+
+        p = float(stats.wilcoxon(diff).pvalue)
+    return {"mean": m, "ci": [lo, hi], "wilcoxon_p": p, "n": int(len(diff))}
+
+
+def summarize_method(records: Sequence[dict]) -> dict:
+    """One method's records (skipped subjects included) -> means with 95% CIs, seconds, memory."""
+    done = [r for r in records if "error" not in r]
+    comp, lo, hi = mean_ci([r["composite"] for r in done])
+    exp, elo, ehi = mean_ci([r["expected_composite"] for r in done])
+    pub, plo, phi = mean_ci([r["papi_published"] for r in done])
+    masses = [r["info"]["letter_mass"] for r in done if "letter_mass" in r.get("info", {})]
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in done])) if done else math.nan
+
+    return {
+        "composite": comp, "composite_ci": [lo, hi],
+        "domains": {d: float(np.mean([r["domains"][d] for r in done])) if done else math.nan for d in DOMAINS},
+        "expected_composite": exp, "expected_composite_ci": [elo, ehi],
+        "papi_published": pub, "papi_published_ci": [plo, phi],
+        "letter_mass": float(np.mean(masses)) if masses and len(masses) == len(done) else None,
+        "fit_seconds_per_subject": mean("fit_seconds"), "eval_seconds_per_subject": mean("eval_seconds"),
+        "seconds": float(sum(r["fit_seconds"] + r["eval_seconds"] for r in done)),
+        "peak_rss_mb": float(max((r.get("peak_rss_mb", 0.0) for r in done), default=0.0)),
+        "subjects": [r["case"] for r in done],
+        "skipped": [{"case": r["case"], "error": r["error"]} for r in records if "error" in r],
+        "per_subject": list(done),
+    }
+
+
+def summarize(records: Mapping[str, Sequence[dict]], references: Sequence[str] = DEFAULT_REFERENCES) -> dict:
+    """Per method: :func:`summarize_method`, plus paired differences ``vs_<ref>`` over the subjects both scored."""
+    out = {}
+    for method, recs in records.items():
+        entry = summarize_method(recs)
+        mine = {r["case"]: r["composite"] for r in recs if "error" not in r}
+        for ref in references:
+            if ref == method or ref not in records:
+                continue
+            theirs = {r["case"]: r["composite"] for r in records[ref] if "error" not in r}
+            shared = [c for c in mine if c in theirs]
+            if len(shared) > 1:
+                entry[f"vs_{ref}"] = paired_difference([mine[c] for c in shared], [theirs[c] for c in shared])
+        out[method] = entry
+    return out
+
+
+def _p(p: float) -> str:
+    return "n/a" if p is None or math.isnan(p) else f"{p:.2g}"
+
+
+def markdown_table(summary: Mapping[str, dict], references: Sequence[str] = DEFAULT_REFERENCES) -> str:
+    """The one results table: composite with CI, domains, paired Δ vs each reference, published-way composite, cost."""
+    refs = [r for r in references if r in summary]
+    head = (["method", "n", "composite (95% CI)", *DOMAINS]
+            + [f"Δ vs {r} (95% CI, Wilcoxon p)" for r in refs]
+            + ["papi_published", "letter mass", "fit s/subject", "eval s/subject", "peak RSS MB"])
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, s in summary.items():
+        lo, hi = s["composite_ci"]
+        ci = f" ({lo:.2f}–{hi:.2f})" if not math.isnan(lo) else ""
+        cells = [method, str(len(s["subjects"])), f"{s['composite']:.2f}{ci}",
+                 *(f"{s['domains'][d]:.2f}" for d in DOMAINS)]
+        for r in refs:
+            vs = s.get(f"vs_{r}")
+            cells.append("—" if vs is None else
+                         f"{vs['mean']:+.2f} ({vs['ci'][0]:+.2f}…{vs['ci'][1]:+.2f}, p={_p(vs['wilcoxon_p'])})")
+        mass = s.get("letter_mass")
+        cells += [f"{s['papi_published']:.2f}", "—" if mass is None else f"{mass:.3f}",
+                  f"{s['fit_seconds_per_subject']:.1f}", f"{s['eval_seconds_per_subject']:.1f}",
+                  f"{s['peak_rss_mb']:.0f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {m}: subject {k['case']} skipped: {k['error']}" for m, s in summary.items() for k in s["skipped"]]
+    return "\n".join(rows + ([""] + notes if notes else []))
+
+
+def json_safe(value):
+    """``value`` with NaN/inf turned into None and numpy scalars into Python numbers (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(value, **kw) -> str:
+    """Strict JSON (no NaN): what every pas JSON output goes through."""
+    return json.dumps(json_safe(value), allow_nan=False, **kw)
+
+
+def machine_info() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def plot(summary: Mapping[str, dict], path: Path, title: str, llm_methods: Sequence[str] = ()) -> Path:
+    """Composite vs fit seconds per subject (log x), one point per method with its 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    labels: dict[tuple[float, float], list[str]] = {}  # methods drawn at the same place share one label
+    for method, r in summary.items():
+        if not r["subjects"]:
+            continue
+        x = max(r["fit_seconds_per_subject"], YARDSTICK_FLOOR_S)
+        lo, hi = r["composite_ci"]
+        err = None if math.isnan(lo) else [[r["composite"] - lo], [hi - r["composite"]]]
+        marker = "o" if method in llm_methods else "s"
+        ax.errorbar([x], [r["composite"]], yerr=err, fmt=marker, capsize=4, label=method)
+        labels.setdefault((round(math.log10(x), 1), round(r["composite"], 2)), []).append(method)
+    for n, ((lx, y), names) in enumerate(sorted(labels.items())):
+        ax.annotate(" = ".join(names), (10**lx, y), textcoords="offset points", xytext=(6, 4 if n % 2 else -10),
+                    fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"fit seconds per subject (log; methods with no fitting drawn at {YARDSTICK_FLOOR_S} s)")
+    ax.set_ylabel("alignment composite (sum of 5 domain MAEs, lower is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

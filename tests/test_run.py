@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from pas.methods import MethodContext
+from pas.report import markdown_table, plot, summarize
+from pas.run import SettingsMismatchError, run_methods
+
+
+def test_resume_and_report(papi, tmp_path):
+    ctx = MethodContext(papi.bank, papi.subjects)
+    subjects = papi.subjects[:3]
+    settings = {"model": "m", "threads": 1}
+    records = run_methods(ctx, subjects, ["always-3", "ridge"], out=tmp_path, settings=settings, progress=False)
+    path = tmp_path / "per_subject" / "ridge" / f"{subjects[0].case}.json"
+    rec = json.loads(path.read_text())
+    assert len(rec["items"]) == rec["n_items"] > 0
+    rec["composite"] = 99.0  # a resumed run reads what is there instead of recomputing
+    path.write_text(json.dumps(rec))
+    again = run_methods(ctx, subjects, ["always-3", "ridge"], out=tmp_path, settings=settings, progress=False)
+    assert again["ridge"][0]["composite"] == 99.0 and again["always-3"] == records["always-3"]
+    summary = summarize(records, references=("ridge",))
+    assert set(summary) == {"always-3", "ridge"}
+    assert summary["always-3"]["vs_ridge"]["mean"] > 0
+    assert summary["ridge"]["peak_rss_mb"] > 0
+    table = markdown_table(summary, references=("ridge",))
+    assert table.count("\n") == 3
+    png = plot(summary, tmp_path / "p.png", "t")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_with_other_settings_is_refused(papi, tmp_path):
+    ctx = MethodContext(papi.bank, papi.subjects)
+    run_methods(ctx, papi.subjects[:1], ["always-3"], out=tmp_path, settings={"model": "a", "threads": 1},
+                progress=False)
+    before = (tmp_path / "settings.json").read_text()
+    with pytest.raises(SettingsMismatchError, match=r"model: there 'a', now 'b'.*another --out"):
+        run_methods(ctx, papi.subjects[:1], ["always-3"], out=tmp_path, settings={"model": "b", "threads": 1},
+                    progress=False)
+    assert (tmp_path / "settings.json").read_text() == before
+
+
+def test_unscorable_subject_is_named_and_others_kept(papi, tmp_path):
+    """A subject who answered 3 to everything: PAS cannot label contrasts; always-3 still scores them."""
+    import dataclasses
+
+    flat = dataclasses.replace(papi.subjects[0], responses={i: 3 for i in papi.subjects[0].responses})
+    ctx = MethodContext(papi.bank, papi.subjects)
+    from pas.methods import METHODS
+
+    def refuse(ctx_, subject):  # stands in for PAS without loading a model: its first step on this subject
+        from pas.directions import contrast_set
+        from pas.activations import HeadActivations
+        import torch
+
+        ids = papi.bank.train_ids
+        contrast_set(HeadActivations(ids, torch.zeros(len(ids), 2, 1, 1, 2)), subject.known(), subject.case)
+        return METHODS["always-3"](ctx_, subject)
+
+    METHODS["_refuses"] = refuse
+    try:
+        recs = run_methods(ctx, [flat, papi.subjects[1]], ["always-3", "_refuses"], progress=False)
+    finally:
+        del METHODS["_refuses"]
+    assert [r.get("error") is None for r in recs["always-3"]] == [True, True]
+    err = recs["_refuses"][0]["error"]
+    assert f"subject {flat.case}" in err and "non-neutral" in err
+    table = markdown_table(summarize(recs))
+    assert f"_refuses: subject {flat.case} skipped" in table
