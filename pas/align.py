@@ -83,14 +83,14 @@ def _subset(acts: HeadActivations, ids) -> HeadActivations:
 class FitReport:
     """How one alignment went; returned beside the vector, never stored in it.
 
-    alpha_trace: {alpha: (validation composite, expected composite)} of the strength search.
+    alpha_trace: {alpha: (validation composite, expected composite, letter mass)} of the strength search.
     learn_trace: (step, fit loss, validation composite, validation expected) of the learned
     offsets; best_step 0 means the searched offsets were kept.
     """
 
     subject: str
     alpha: float
-    alpha_trace: dict[float, tuple[float, float]]
+    alpha_trace: dict[float, tuple[float, float, float]]
     fit_items: int
     val_items: int
     search_seconds: float

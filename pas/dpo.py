@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .data import ItemBank, Subject
-from .evaluate import objective
+from .evaluate import Objective, objective
 from .optimize import split_known
 from .prompts import LETTER_VALUES, LETTERS
 from .scoring import ItemScorer
@@ -50,7 +50,7 @@ class DPOSettings:
 class DPOResult:
     model: torch.nn.Module  # the fine-tuned model (a copy; the base model is untouched)
     best_epoch: int
-    val_trace: list[tuple[int, float, float]] = field(default_factory=list)  # (epoch, composite, expected)
+    val_trace: list[tuple[int, float, float, float]] = field(default_factory=list)  # (epoch, composite, expected, letter mass)
     fit_seconds: float = 0.0
     train_loss: float | None = None
 
@@ -66,10 +66,10 @@ def preference_pairs(scorer: ItemScorer, subject: Subject, ids) -> list[dict]:
     return pairs
 
 
-def _val_objective(model, tokenizer, bank: ItemBank, subject: Subject, val_ids, template) -> tuple[float, float]:
+def _val_objective(model, tokenizer, bank: ItemBank, subject: Subject, val_ids, template) -> Objective:
     model.eval()
     scores = ItemScorer(model, tokenizer, bank, template).score(val_ids)  # a fresh scorer: encodings depend on the weights
-    return objective(bank, subject, val_ids, scores).key
+    return objective(bank, subject, val_ids, scores)
 
 
 def train_dpo(model, tokenizer, bank: ItemBank, subject: Subject, settings: DPOSettings | None = None,
@@ -125,10 +125,10 @@ class _BestState:
     def __init__(self) -> None:
         self.key, self.epoch, self.weights, self.trace = None, 0, None, []
 
-    def offer(self, epoch: int, objective: tuple[float, float], model) -> None:
-        self.trace.append((epoch, *objective))
-        if self.key is None or objective < self.key:
-            self.key, self.epoch = objective, epoch
+    def offer(self, epoch: int, result: Objective, model) -> None:
+        self.trace.append((epoch, result.composite, result.expected, result.letter_mass))
+        if self.key is None or result.key < self.key:
+            self.key, self.epoch = result.key, epoch
             self.weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
     def restore(self, model) -> None:

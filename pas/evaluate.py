@@ -87,23 +87,38 @@ def score_subject(bank: ItemBank, subject: Subject, pred: Prediction) -> Subject
     return SubjectScore(subject.case, domains, composite, exp_domains, exp_composite, published, items)
 
 
+MIN_LETTER_MASS = 0.5  # below this share of next-token mass on A..E the model is no longer answering
+
+
 @dataclass(frozen=True)
 class Objective:
-    """Validation objective: composite of argmax answers, ties broken by the expected-answer composite."""
+    """Validation objective: composite of argmax answers, ties broken by the expected-answer composite.
+
+    A model that puts less than :data:`MIN_LETTER_MASS` of its next-token probability on
+    the option letters is not answering the questionnaire any more (a strong steering
+    offset can do that, and the argmax among five near-zero letters is then noise): such
+    a setting ranks after every setting that still answers, whatever its composite.
+    """
 
     composite: float
     expected: float
+    letter_mass: float = 1.0
 
     @property
-    def key(self) -> tuple[float, float]:
-        return (round(self.composite, 9), self.expected)
+    def answering(self) -> bool:
+        return self.letter_mass >= MIN_LETTER_MASS
+
+    @property
+    def key(self) -> tuple[bool, float, float]:
+        return (not self.answering, round(self.composite, 9), self.expected)
 
 
 def objective(bank: ItemBank, subject: Subject, ids: Sequence[int], scores) -> Objective:
-    """The one validation objective: ``scores`` (anything with ``answers`` and ``expected``) on ``ids``.
+    """The one validation objective: ``scores`` (``answers``, ``expected``, optionally ``letter_mass``) on ``ids``.
 
     PAS's strength search, its learned offsets' early stopping and DPO's epoch choice all
     minimise this on the person's validation items.
     """
     s = score_subject(bank, subject, Prediction(tuple(ids), scores.answers, scores.expected))
-    return Objective(s.composite, s.expected_composite)
+    mass = getattr(scores, "letter_mass", None)
+    return Objective(s.composite, s.expected_composite, 1.0 if mass is None else float(np.mean(mass)))

@@ -66,7 +66,7 @@ def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], 
                  progress: bool = False) -> tuple[float, dict]:
     """Coarse grid, then golden-section refinement inside the best grid point's bracket.
 
-    Returns the best alpha seen and a trace {alpha: (composite, expected)}.
+    Returns the best alpha seen and a trace {alpha: (composite, expected, letter mass)}.
     """
     from tqdm.auto import tqdm
 
@@ -97,7 +97,7 @@ def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], 
                 x2 = lo + GOLDEN * (hi - lo)
     bar.close()
     best = min(seen, key=lambda a: (seen[a].key, a))
-    return best, {a: (o.composite, o.expected) for a, o in sorted(seen.items())}
+    return best, {a: (o.composite, o.expected, o.letter_mass) for a, o in sorted(seen.items())}
 
 
 def expected_abs_error(logits6: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

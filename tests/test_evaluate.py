@@ -55,7 +55,14 @@ def test_objective_is_the_composite_then_expected():
         expected = np.full(10, 3.5)
 
     o = objective(bank, subj, tuple(range(1, 11)), Scores())
-    assert o.composite == pytest.approx(5.0) and o.expected == pytest.approx(2.5) and o.key == (5.0, o.expected)
+    assert o.composite == pytest.approx(5.0) and o.expected == pytest.approx(2.5) and o.key == (False, 5.0, o.expected)
+
+    class NotAnswering(Scores):  # a perfect composite from five near-zero letter probabilities
+        answers = np.full(10, 4)
+        letter_mass = np.full(10, 0.01)
+
+    bad = objective(bank, subj, tuple(range(1, 11)), NotAnswering())
+    assert bad.composite == 0 and not bad.answering and bad.key > o.key
 
 
 def test_mean_ci():
