@@ -21,13 +21,12 @@ from pas import ItemScorer, PASConfig, load_model, load_papi
 from pas.activations import head_activations
 from pas.data import select_subjects
 from pas.dpo import DPOSettings
-from pas.methods import LLM_METHODS, METHODS, MethodContext
+from pas.methods import LLM_METHODS, METHODS, PAS_METHODS, MethodContext
 from pas.report import DEFAULT_REFERENCES, dumps, machine_info, markdown_table, plot, summarize
 from pas.run import run_methods, run_settings
 
 DEFAULT_METHODS = ("always-3", "population-median", "ridge", "base", "few-shot", "description", "pas",
                    "pas-learned", "pas+few-shot", "dpo")
-PAS_METHODS = ("pas", "pas-learned", "pas+few-shot")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

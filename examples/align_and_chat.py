@@ -13,6 +13,7 @@ import numpy as np
 
 from pas import SteeringVector, align_to_subject, load_model, load_papi
 from pas.chat import generate
+from pas.fluency import chat_strength
 from pas.data import select_subjects
 from pas.scoring import ItemScorer
 
@@ -22,7 +23,8 @@ def main() -> None:
     parser.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     parser.add_argument("--subject", default="156978", help="subject id (case)")
     parser.add_argument("--out", help="where to save the vector (default: a temporary file)")
-    parser.add_argument("--strength", type=float, default=0.3, help="vector multiplier for free chat")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="vector multiplier for free chat (default: the largest that keeps chat fluent)")
     parser.add_argument("--prompt", default="How do you feel about large parties?", help="chat prompt")
     args = parser.parse_args()
 
@@ -42,7 +44,8 @@ def main() -> None:
     print(f"answer counts (1..5) on the 180 held-out items, base: {np.bincount(base, minlength=6)[1:].tolist()}, "
           f"steered: {np.bincount(steered, minlength=6)[1:].tolist()}")
     print("base   :", generate(model, tok, args.prompt, None, max_new_tokens=60))
-    print("steered:", generate(model, tok, args.prompt, loaded * args.strength, max_new_tokens=60))
+    strength = args.strength if args.strength is not None else chat_strength(model, tok, loaded)[0]
+    print(f"steered (strength {strength:g}):", generate(model, tok, args.prompt, loaded * strength, max_new_tokens=60))
 
 
 if __name__ == "__main__":

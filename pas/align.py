@@ -117,12 +117,13 @@ def align_to_subject(model, subject: Subject, config: PASConfig | None = None, *
 
 def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tokenizer=None,
                 bank: ItemBank | None = None, scorer: ItemScorer | None = None,
-                progress: bool = False) -> tuple[SteeringVector, FitReport]:
+                progress: bool = True) -> tuple[SteeringVector, FitReport]:
     """The PAS pipeline on one subject's known responses: ``(vector, report)``.
 
     ``tokenizer`` defaults to the one :func:`pas.load_model` attached; ``bank`` to the
     item bank the subject was loaded with. Deterministic for a given ``config.seed``.
-    The 180 test items are never read.
+    The 180 test items are never read. ``progress`` shows bars for the activation pass,
+    the strength search and the offset learning.
     """
     t0 = time.perf_counter()
     config = config or PASConfig()

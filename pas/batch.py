@@ -14,7 +14,7 @@ import torch
 from .adapter import layout, o_proj_modules, o_proj_weight
 from .hooks import add_offsets, add_row_biases
 from .scoring import ItemScorer, OptionScores, _Batch, last_step, to_scores
-from .steering import SteeringVector
+from .steering import SteeringVector, gate
 
 
 def _offset_table(model, vectors: Sequence[SteeringVector | None]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,8 +59,9 @@ def score_many(scorer: ItemScorer, ids: Sequence[int], vectors: Sequence[Steerin
 
     Vectors must be "last"-mode (the answer position), as :func:`pas.align_to_subject` makes them.
     """
-    if any(v is not None and v.positions != "last" for v in vectors):
-        raise ValueError("score_many needs positions='last' vectors; score 'all' vectors one by one")
+    if any(v is not None and gate(v.positions, "prompt").steer for v in vectors):
+        raise ValueError("score_many reuses unsteered prompt encodings; vectors that steer the whole prompt "
+                         "(positions='all') must be scored one by one with ItemScorer.score")
     model = scorer.model
     enc = scorer.encode(ids, system)
     table, index = _offset_table(model, vectors)
@@ -80,8 +81,9 @@ def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[St
                   max_new_tokens: int = 64, folded: bool = False) -> list[str]:
     """Greedy replies, one per prompt, each row steered by its own vector (None = unsteered).
 
-    "last"-mode vectors steer each position that produces a token, like :func:`pas.chat.generate`;
-    with ``folded=True`` (or "all"-mode vectors) every position is steered through exact per-row biases.
+    Each row is steered as :func:`pas.steering.gate` says for phase "generate", like
+    :func:`pas.chat.generate`; where that is every position (or with ``folded=True``) the
+    rows are steered through exact per-row biases after the output projections.
     """
     if len(prompts) != len(vectors):
         raise ValueError(f"{len(prompts)} prompts but {len(vectors)} vectors")
@@ -94,14 +96,15 @@ def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[St
     tokenizer.padding_side = "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     tokenizer.padding_side = side
-    if folded or modes == {"all"}:
+    rule = gate(modes.pop() if modes else "last", "generate")
+    if folded or (rule.start is None and not rule.last_only):
         real = [v for v in vectors if v is not None]
         table = bias_table(model, real) if real else torch.zeros(1, layout(model).n_layers, layout(model).hidden_size)
         _, index = _offset_table(model, vectors)
         handle = add_row_biases(model, table.to(model.device), index)
     else:
         table, index = _offset_table(model, vectors)
-        handle = add_offsets(model, table, rows=index, last_only=True)
+        handle = add_offsets(model, table, rows=index, start=rule.start, last_only=rule.last_only)
     with handle:
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     return [tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]

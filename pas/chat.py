@@ -1,33 +1,15 @@
 """Steered generation and an interactive chat.
 
-A vector learned in "last" mode steers every position that produces a token (the
-prompt's last position, then each generated token); an "all" vector steers every
-position.
+How a vector is applied while generating is :func:`pas.steering.gate`'s rule (phase
+"generate"): a "last" vector steers every position that produces a token, an "all"
+vector every position.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 
-
-def steering_context(model, vector):
-    """The hook context a vector is meant to run under during generation."""
-    if vector is None:
-        return nullcontext()
-    return vector.apply(model, last_only=vector.positions == "last")
-
-
-def reply_context(model, vector, prompt_len: int):
-    """The same steering as :func:`steering_context` for a prompt + reply run in one forward (teacher forcing).
-
-    In generation a "last" vector steers the prompt's last position and every generated
-    token, i.e. positions ``>= prompt_len - 1``; an "all" vector steers every position.
-    """
-    if vector is None:
-        return nullcontext()
-    return vector.apply(model, start=prompt_len - 1 if vector.positions == "last" else None)
+from .steering import steer
 
 
 @torch.no_grad()
@@ -38,7 +20,7 @@ def generate(model, tokenizer, prompt: str | list[dict], vector=None, *, max_new
         ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}])
     enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     enc = {k: v.to(model.device) for k, v in enc.items()}
-    with steering_context(model, vector):
+    with steer(model, vector, "generate"):
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()

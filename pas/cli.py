@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .align import PASConfig
-from .methods import METHODS
+from .methods import METHODS, PAS_METHODS
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -67,9 +67,6 @@ def _subjects(args, data):
         print(f"note: --first {args.first} is more than the {len(data.subjects)} subjects of {data.root}; "
               f"running all {len(data.subjects)}", file=sys.stderr)
     return chosen
-
-
-PAS_METHODS = ("pas", "pas-learned", "pas+few-shot")
 
 
 def _load_vectors(args, subjects) -> dict:

@@ -86,8 +86,8 @@ def base_replies(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS,
 @torch.no_grad()
 def reply_nll(model, tokenizer, vector=None, prompts: Sequence[str] = NEUTRAL_PROMPTS,
               replies: Sequence[Sequence[int]] | None = None) -> float:
-    """Mean negative log-likelihood per reply token, with ``vector`` steering as in chat (:func:`pas.chat.reply_context`)."""
-    from .chat import reply_context
+    """Mean negative log-likelihood per reply token, ``vector`` steering as in chat (phase "reply" of :func:`pas.steering.gate`)."""
+    from .steering import steer
 
     replies = base_replies(model, tokenizer, prompts) if replies is None else replies
     total, count = 0.0, 0
@@ -96,7 +96,7 @@ def reply_nll(model, tokenizer, vector=None, prompts: Sequence[str] = NEUTRAL_PR
             continue
         head = _chat_ids(tokenizer, prompt)
         ids = torch.tensor([head + list(reply)], device=model.device)
-        with reply_context(model, vector, len(head)):
+        with steer(model, vector, "reply", len(head)):
             logits = model(ids).logits[0, len(head) - 1 : -1].float()
         target = ids[0, len(head):]
         total += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))

@@ -40,14 +40,14 @@ class MethodContext:
 Method = Callable[[MethodContext, Subject], Prediction]
 LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-learned", "pas+few-shot", "dpo")
 YARDSTICKS = ("always-3", "population-median", "ridge")
+PAS_METHODS = ("pas", "pas-learned", "pas+few-shot")  # methods that fit (or take) a steering vector
 
 
 def _llm(ctx: MethodContext, system: str | None, steering=None) -> Prediction:
     if ctx.scorer is None:
         raise ValueError("this method needs a model")
     ids = ctx.bank.test_ids
-    positions = steering.positions if steering is not None else "last"
-    s = ctx.scorer.score(ids, system, steering=steering, positions=positions)
+    s = ctx.scorer.score(ids, system, steering=steering)
     return Prediction(tuple(ids), s.answers, s.expected, s.probs, info={"letter_mass": float(s.letter_mass.mean())})
 
 
@@ -79,7 +79,7 @@ def _pas(variant: str) -> Method:
         vector, report = ctx.vectors.get(subject.case), None
         if vector is None:
             vector, report = fit_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
-                                         bank=ctx.bank, scorer=ctx.scorer)
+                                         bank=ctx.bank, scorer=ctx.scorer, progress=False)
         system = few_shot_system(ctx.bank, subject.responses_to(ctx.bank.train_ids)) if config.few_shot else None
         pred = _llm(ctx, system, vector)
         if report is not None:

@@ -14,7 +14,6 @@ Fast path, with the same results as one prompt at a time (tested):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,26 +171,19 @@ def score_texts(
     texts: Sequence[str],
     *,
     steering=None,
-    positions: str = "last",
     batch_size: int = 32,
     prefix_cache: bool = True,
     progress: bool = False,
 ) -> OptionScores:
-    """Score rendered prompts, optionally with a steering vector applied.
-
-    positions: ``"last"`` steers only the answer position (the last token), ``"all"``
-    every position of the prompt.
-    """
-    if positions not in ("last", "all"):
-        raise ValueError(f"positions must be 'last' or 'all', not {positions!r}")
-    def steer(mode: str):
-        return steering.apply(model) if steering is not None and positions == mode else nullcontext()
+    """Score rendered prompts, optionally steered (applied as :func:`pas.steering.gate` says)."""
+    from .steering import steer
 
     letter_ids = letter_token_ids(tokenizer)
-    with torch.no_grad(), steer("all"):
-        enc = encode_prompts(model, tokenizer, texts, batch_size=batch_size, prefix_cache=prefix_cache,
-                             progress=progress)
-        with steer("last"):
+    with torch.no_grad():
+        with steer(model, steering, "prompt"):
+            enc = encode_prompts(model, tokenizer, texts, batch_size=batch_size, prefix_cache=prefix_cache,
+                                 progress=progress)
+        with steer(model, steering, "answer"):
             return to_scores(final_logits(model, enc, letter_ids))
 
 
@@ -224,12 +216,18 @@ class ItemScorer:
             self._memo[key] = enc
         return enc
 
-    def score(self, ids: Sequence[int], system: str | None = None, steering=None, positions: str = "last") -> OptionScores:
-        """Option distributions for items ``ids``; ``steering`` a :class:`SteeringVector` or None."""
-        if steering is not None and positions == "all":
+    def score(self, ids: Sequence[int], system: str | None = None, steering=None) -> OptionScores:
+        """Option distributions for items ``ids``; ``steering`` a :class:`SteeringVector` or None.
+
+        A vector that steers the prompt body (:func:`pas.steering.gate`) needs fresh encodings;
+        otherwise the remembered unsteered ones are reused and only the answer token re-runs.
+        """
+        from .steering import gate, steer
+
+        if steering is not None and gate(steering.positions, "prompt").steer:
             return score_texts(self.model, self.tokenizer, self.texts(ids, system), steering=steering,
-                               positions="all", batch_size=self.batch_size, progress=self.progress)
+                               batch_size=self.batch_size, progress=self.progress)
         with torch.no_grad():
             enc = self.encode(ids, system)
-            with steering.apply(self.model) if steering is not None else nullcontext():
+            with steer(self.model, steering, "answer"):
                 return to_scores(final_logits(self.model, enc, self.letter_ids))

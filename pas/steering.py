@@ -295,6 +295,54 @@ class FoldedSteering:
         self.unfold()
 
 
+PHASES = ("prompt", "answer", "generate", "reply")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Which positions of a forward call a vector steers: none, all, ``>= start``, or the last only."""
+
+    steer: bool
+    start: int | None = None
+    last_only: bool = False
+
+
+def gate(positions: str, phase: str, prompt_len: int | None = None) -> Gate:
+    """The one rule for how a vector of kind ``positions`` ("last"/"all") is applied in each ``phase``.
+
+    - ``prompt``: the forward over a questionnaire prompt *before* its answer token (the
+      body whose KV cache scoring reuses): "all" steers it, "last" does not;
+    - ``answer``: the forward over the answer token alone: both steer it;
+    - ``generate``: ``model.generate`` on a chat prompt: "last" steers every position that
+      produces a token (the prompt's last, then each new token), "all" every position;
+    - ``reply``: prompt + reply in one forward (teacher forcing, e.g. perplexity): the same
+      positions as ``generate``, i.e. ``>= prompt_len - 1`` for "last".
+    """
+    if positions not in ("last", "all") or phase not in PHASES:
+        raise ValueError(f"no rule for positions={positions!r} in phase {phase!r}")
+    if positions == "all":
+        return Gate(True)
+    if phase == "prompt":
+        return Gate(False)
+    if phase == "generate":
+        return Gate(True, last_only=True)
+    if phase == "reply":
+        if prompt_len is None:
+            raise ValueError("phase 'reply' needs prompt_len")
+        return Gate(True, start=prompt_len - 1)
+    return Gate(True)
+
+
+def steer(model, vector: SteeringVector | None, phase: str, prompt_len: int | None = None):
+    """Apply ``vector`` to ``model`` as :func:`gate` says for ``phase`` (a context manager; None = unsteered)."""
+    from contextlib import nullcontext
+
+    if vector is None:
+        return nullcontext()
+    g = gate(vector.positions, phase, prompt_len)
+    return vector.apply(model, start=g.start, last_only=g.last_only) if g.steer else nullcontext()
+
+
 def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Check that a steering vector can be written to ``path`` (creating its folder); call it before long work.
 

@@ -69,3 +69,9 @@ def test_contrast_labels_follow_responses(tiny_llama, tokenizer, papi, fast_conf
     for n, item in enumerate(rev):
         a_prompt_label = int(data.y[2 * n])
         assert a_prompt_label == int(s.responses[item] >= 4)
+
+
+def test_progress_is_shown(tiny_llama, tokenizer, papi, fast_config, capsys):
+    fit_subject(tiny_llama, papi.subjects[0], fast_config, tokenizer=tokenizer, bank=papi.bank, progress=True)
+    err = capsys.readouterr().err
+    assert "strength search" in err and "learning offsets" in err

@@ -47,8 +47,12 @@ def test_align_lowers_training_loss_and_round_trips(real_model, papi, tmp_path, 
     path = v.save(tmp_path / "s.safetensors")
     back = SteeringVector.load(path)
     assert torch.equal(back.offsets, v.offsets) and back.subject == s.case
-    assert main(["chat", "--vector", str(path), "--strength", "0.3", "--prompt", "Say hi.", "--max-new-tokens", "8"]) == 0
-    assert capsys.readouterr().out.strip()
+    assert main(["chat", "--vector", str(path), "--prompt", "How do you spend a free evening?",
+                 "--max-new-tokens", "24"]) == 0
+    out = capsys.readouterr()
+    assert "chat strength" in out.err and "within 1.3x base" in out.err  # chosen by measurement, and said
+    reply = out.out.strip()
+    assert sum(c.isalpha() for c in reply) > 20 and len(set(reply.split())) > 4  # words, not dots or quotes
 
 
 def test_cli_eval_json(data_dir, capsys):
@@ -89,3 +93,18 @@ def test_cli_errors_are_clear(data_dir, capsys, tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     assert main(["chat", "--vector", str(tmp_path / "bad.safetensors"), "--prompt", "hi"]) == 2
     assert "bad.safetensors" in capsys.readouterr().err
+
+
+def test_readme_snippet_runs_from_any_folder(data_dir, tmp_path, monkeypatch):
+    """The README's Python block, as written, from a folder with no ./papi or ../shared beside it."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Use\n\n```python\n(.*?)```", readme, re.S).group(1)
+    assert '"/path/to/papi"' in block
+    monkeypatch.delenv("PAPI_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block.replace('"/path/to/papi"', repr(str(data_dir))), "README.md", "exec"), namespace)
+    assert (tmp_path / "person.safetensors").exists() and len(namespace["answers"]) == 180

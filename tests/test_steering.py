@@ -68,10 +68,10 @@ def test_batched_equals_unbatched(tiny, tokenizer, papi):
     from pas.scoring import score_texts
 
     texts = PromptTemplate().render_items(tokenizer, papi.bank, papi.bank.test_ids[:6])
-    vec = _vector(tiny, scale=3.0)
     for positions in ("last", "all"):
-        a = score_texts(tiny, tokenizer, texts, steering=vec, positions=positions, batch_size=4)
-        b = score_texts(tiny, tokenizer, texts, steering=vec, positions=positions, batch_size=1, prefix_cache=False)
+        vec = dataclasses.replace(_vector(tiny, scale=3.0), positions=positions)
+        a = score_texts(tiny, tokenizer, texts, steering=vec, batch_size=4)
+        b = score_texts(tiny, tokenizer, texts, steering=vec, batch_size=1, prefix_cache=False)
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
 
 
@@ -205,3 +205,61 @@ def test_files_of_the_first_layout_still_load(tiny, tmp_path):
     save_file({"offsets": vec.offsets}, tmp_path / "old.safetensors", metadata={"pas": json.dumps(meta)})
     back = SteeringVector.load(tmp_path / "old.safetensors")
     assert torch.equal(back.offsets, vec.offsets) and back.derived is None and back.subject == vec.subject
+
+
+def test_vector_on_other_weights_of_the_same_config(tiny_llama, tokenizer):
+    """The config fingerprint cannot tell trained from random weights; the weights sample can."""
+    from conftest import make_tiny
+
+    vec = _vector(tiny_llama)
+    other = make_tiny("llama", len(tokenizer), seed=1)  # same config, other weights
+    with pytest.raises(ModelMismatchError, match=r"other weights: weights fingerprint vector \w+ vs model \w+"):
+        vec.apply(other)
+    with vec.for_weights_of(other).apply(other):  # the explicit override for a fine-tuned variant
+        pass
+    same_in_bf16 = make_tiny("llama", len(tokenizer), seed=0).to(torch.bfloat16)
+    vec.check_model(same_in_bf16)  # the same weights in another dtype match
+
+
+def test_the_one_rule():
+    from pas.steering import Gate, gate
+
+    assert gate("last", "prompt") == Gate(False) and gate("all", "prompt") == Gate(True)
+    assert gate("last", "answer") == Gate(True) == gate("all", "generate")
+    assert gate("last", "generate") == Gate(True, last_only=True)
+    assert gate("last", "reply", prompt_len=7) == Gate(True, start=6)
+    with pytest.raises(ValueError, match="no rule"):
+        gate("some", "answer")
+
+
+def test_scorer_applies_the_vectors_own_kind(tiny_llama, tokenizer, papi):
+    """ItemScorer.score needs no positions argument: an 'all' vector steers the prompt too, a 'last' one does not."""
+    from pas.prompts import PromptTemplate
+    from pas.scoring import ItemScorer, score_texts
+
+    ids = papi.bank.test_ids[:4]
+    scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
+    texts = PromptTemplate().render_items(tokenizer, papi.bank, ids)
+    last = _vector(tiny_llama, scale=3.0)
+    every = dataclasses.replace(last, positions="all")
+    a, b = scorer.score(ids, steering=last).probs, scorer.score(ids, steering=every).probs
+    assert not np.allclose(a, b)
+    np.testing.assert_allclose(b, score_texts(tiny_llama, tokenizer, texts, steering=every).probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", ["last", "all"])
+def test_generation_and_reply_phases_agree(tiny_llama, tokenizer, positions):
+    """Greedy tokens generated under the vector are the argmax of the same vector's teacher-forced reply logits."""
+    from pas.fluency import _chat_ids
+    from pas.steering import steer
+
+    vec = dataclasses.replace(_vector(tiny_llama, scale=3.0), positions=positions)
+    head = _chat_ids(tokenizer, "Tell me about the moon.")
+    ids = torch.tensor([head])
+    with steer(tiny_llama, vec, "generate"):
+        out = tiny_llama.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                                  pad_token_id=tokenizer.pad_token_id)
+    reply = out[0, len(head):]
+    with steer(tiny_llama, vec, "reply", len(head)):
+        logits = tiny_llama(out).logits[0, len(head) - 1 : -1]
+    assert torch.equal(logits.argmax(-1), reply)
