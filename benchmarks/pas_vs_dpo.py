@@ -18,15 +18,16 @@ from pathlib import Path
 
 from common import apply_threads
 from pas import ItemScorer, PASConfig, load_model, load_papi
-from pas.activations import head_activations
+from pas.activations import answer_states, head_activations
+from pas.gated import letter_jacobian
 from pas.data import select_subjects
 from pas.dpo import DPOSettings
-from pas.methods import LLM_METHODS, METHODS, PAS_METHODS, MethodContext
+from pas.methods import LLM_METHODS, METHODS, NEEDS_MODEL, PAS_METHODS, MethodContext
 from pas.report import DEFAULT_REFERENCES, dumps, machine_info, markdown_table, plot, summarize
 from pas.run import run_methods, run_settings
 
-DEFAULT_METHODS = ("always-3", "population-median", "ridge", "base", "few-shot", "description", "pas",
-                   "pas-learned", "pas+few-shot", "dpo")
+DEFAULT_METHODS = ("always-3", "population-median", "ridge", "readout", "base", "few-shot", "description", "pas",
+                   "pas-learned", "pas+few-shot", "pas-gated", "dpo")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--dpo-epochs", type=int, default=DPOSettings.epochs, help="max DPO epochs (best chosen on validation)")
     p.add_argument("--out", default="results/pas_vs_dpo", help="output folder (resumes from what is there)")
+    p.add_argument("--no-reverse-options", dest="reverse_options", action="store_false",
+                   help="skip scoring every LLM method again with the options listed in reverse")
     return p.parse_args(argv)
 
 
@@ -69,17 +72,26 @@ def main(argv=None) -> int:
     subjects = choose_subjects(data, args.subjects)
     out = Path(args.out)
     ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), dpo_settings=DPOSettings(epochs=args.dpo_epochs),
-                        adapter_dir=str(out / "adapters"))
+                        adapter_dir=str(out / "adapters"), reverse_options=args.reverse_options)
     one_time = {}
-    if any(m in LLM_METHODS for m in methods):
+    if any(m in NEEDS_MODEL for m in methods):
         t = time.perf_counter()
         model, tok = load_model(args.model, dtype=args.dtype)
         one_time["model_load_seconds"] = time.perf_counter() - t
         ctx.scorer = ItemScorer(model, tok, data.bank)
-    if any(m in PAS_METHODS for m in methods):  # PAS's one-time, person-independent cost, cached on disk
+    if any(m in PAS_METHODS and m != "pas-gated" for m in methods):  # PAS's one-time, person-independent cost
         t = time.perf_counter()
         head_activations(model, tok, data.bank, data.bank.train_ids, refresh=True, progress=True)
         one_time["pas_activations_seconds"] = time.perf_counter() - t
+    if any(m in ("readout", "pas-gated") for m in methods):  # states at the answer position (+ the letter Jacobian)
+        t = time.perf_counter()
+        answer_states(ctx.scorer, data.bank.train_ids + data.bank.test_ids)
+        one_time["answer_states_seconds"] = time.perf_counter() - t
+    if "pas-gated" in methods:
+        t = time.perf_counter()
+        for scorer in (ctx.scorer, ctx.scorer.reversed()):  # both option orders (see pas.gated)
+            letter_jacobian(scorer, data.bank.train_ids)
+        one_time["letter_jacobian_seconds"] = time.perf_counter() - t
     settings = run_settings(args.model, args.dtype, "(", ctx, data)
     records = run_methods(ctx, subjects, methods, out=out, settings=settings)
     references = [r.strip() for r in args.references.split(",") if r.strip()]

@@ -1,4 +1,5 @@
-"""What steering costs at inference: tokens/s unsteered vs hook vs folded vs per-row (a different person per row).
+"""What steering costs at inference: tokens/s unsteered vs hook vs folded vs per-row (a different person per row),
+for constant vectors (PAS) and gated ones (pas-gated: each head's offset scales with its own output).
 
     python benchmarks/steering_overhead.py [--batches 1,16,64] [--prompt-len 32] [--decode 16] [--reps 7] [--json PATH]
 
@@ -21,11 +22,11 @@ import torch
 from common import add_run_args, apply_threads, finish
 from pas import SteeringVector, load_model
 from pas.adapter import layout
-from pas.batch import bias_table
+from pas.batch import bias_table, row_steering
 from pas.hooks import add_offsets, add_row_biases
 from pas_kernels.compile import compile_enabled, compile_seconds
 
-MODES = ("unsteered", "hook", "folded", "per_row", "per_row_hook")
+MODES = ("unsteered", "hook", "folded", "per_row", "per_row_hook", "gated_hook", "gated_per_row")
 
 
 def random_vector(model, seed: int, k: int = 24) -> SteeringVector:
@@ -36,6 +37,19 @@ def random_vector(model, seed: int, k: int = 24) -> SteeringVector:
     for idx in torch.randperm(lay.n_layers * lay.n_heads, generator=g)[:k].tolist():
         off[idx // lay.n_heads, idx % lay.n_heads] = torch.randn(lay.head_dim, generator=g)
     return SteeringVector.for_model(model, off, positions="all")
+
+
+def random_gated(model, seed: int) -> SteeringVector:
+    """A vector shaped like pas-gated's: every head of one late layer gated, realistic sizes."""
+    lay = layout(model)
+    g = torch.Generator().manual_seed(seed)
+    layer = lay.n_layers - 1 - seed % 4
+    shape = (lay.n_layers, lay.n_heads, lay.head_dim)
+    w, b, v = torch.zeros(shape), torch.zeros(shape[:2]), torch.zeros(shape)
+    w[layer] = torch.randn(shape[1:], generator=g) * 0.01
+    b[layer] = torch.randn(shape[1], generator=g) * 0.01
+    v[layer] = torch.randn(shape[1:], generator=g)
+    return SteeringVector.for_model(model, v, kind="gated", gate_weights=w, gate_bias=b, positions="all")
 
 
 def compile_kernels(model) -> dict[str, float]:
@@ -51,11 +65,16 @@ def compile_kernels(model) -> dict[str, float]:
     add_head_offsets(x, torch.randn(lay.attn_width, device=x.device, dtype=x.dtype), torch.tensor(4))
     y = torch.randn(3, 7, lay.hidden_size, device=model.device, dtype=model.dtype)
     add_row_bias(y, torch.randn(4, lay.hidden_size, device=y.device, dtype=y.dtype), torch.tensor([0, 3, 1], device=y.device))
+    from pas_kernels import add_gated_offsets
+
+    w = torch.randn(lay.attn_width, device=x.device, dtype=x.dtype)
+    add_gated_offsets(x, w, torch.randn(lay.n_heads, device=x.device, dtype=x.dtype), w, torch.tensor(4))
     return dict(compile_seconds)
 
 
 @contextmanager
-def steering(mode: str, model, vectors: list[SteeringVector], table: torch.Tensor, offsets: torch.Tensor):
+def steering(mode: str, model, vectors: list[SteeringVector], table: torch.Tensor, offsets: torch.Tensor,
+             gated: list[SteeringVector]):
     rows = torch.arange(len(vectors), device=model.device)
     if mode == "unsteered":
         ctx = nullcontext()
@@ -65,6 +84,10 @@ def steering(mode: str, model, vectors: list[SteeringVector], table: torch.Tenso
         ctx = vectors[0].fold(model)
     elif mode == "per_row":
         ctx = add_row_biases(model, table, rows)
+    elif mode == "gated_hook":
+        ctx = gated[0].apply(model)
+    elif mode == "gated_per_row":
+        ctx = row_steering(model, gated, rows)
     else:
         ctx = add_offsets(model, offsets, rows=rows)
     with ctx:
@@ -108,6 +131,7 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     rng = random.Random(0)
     vectors = [random_vector(model, s) for s in range(max(batches))]
+    gated = [random_gated(model, s) for s in range(max(batches))]
     text = "Tell me honestly how you feel about meeting new people at a large party, and why. " * 8
     base_ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"][:, : args.prompt_len]
     results: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
@@ -119,14 +143,14 @@ def main(argv=None) -> int:
         table = bias_table(model, vecs).to(device)
         offsets = torch.stack([v.flat_offsets() for v in vecs]).to(device, model.dtype)
         for mode in MODES:  # warm-up (and compilation) outside the timings
-            with steering(mode, model, vecs, table, offsets):
+            with steering(mode, model, vecs, table, offsets, gated[:b]):
                 run_once(model, ids, 2)
         times = {m: ([], []) for m in MODES}
         order = list(MODES)
         for _ in range(args.reps):
             rng.shuffle(order)
             for mode in order:
-                with steering(mode, model, vecs, table, offsets):
+                with steering(mode, model, vecs, table, offsets, gated[:b]):
                     if device == "cuda":
                         torch.cuda.synchronize()
                     pre, dec = run_once(model, ids, args.decode)
@@ -152,8 +176,12 @@ def main(argv=None) -> int:
         results["hook_overhead"] = r["16"]["hook"]["decode_overhead"]
         results["folded_overhead"] = r["16"]["folded"]["decode_overhead"]
         results["per_row_overhead_16"] = r["16"]["per_row"]["decode_overhead"]
+        results["gated_hook_overhead_16"] = r["16"]["gated_hook"]["decode_overhead"]
+        results["gated_per_row_overhead_16"] = r["16"]["gated_per_row"]["decode_overhead"]
     if "64" in r:
         results["per_row_overhead_64"] = r["64"]["per_row"]["decode_overhead"]
+        results["gated_hook_overhead_64"] = r["64"]["gated_hook"]["decode_overhead"]
+        results["gated_per_row_overhead_64"] = r["64"]["gated_per_row"]["decode_overhead"]
     results["compile_seconds"] = compile_kernels(model)
     finish(args, results, omit_from_print=("batches",))
     return 0

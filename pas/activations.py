@@ -126,3 +126,63 @@ def head_activations(model, tokenizer, bank: ItemBank, ids: Sequence[int], *, te
         save_file({"acts": acts}, tmp)
         tmp.replace(path)
     return HeadActivations(tuple(ids), acts)
+
+
+@dataclass(frozen=True)
+class AnswerStates:
+    """The model's states at the answer position of each questionnaire prompt (no answer appended).
+
+    ``residual [N, L + 1, hidden]``: the hidden states (embeddings, then each layer's output);
+    ``heads [N, L, H, D]``: each head's output, the input of the attention output projection.
+    These are what a gated vector's gates read when scoring, unsteered.
+    """
+
+    item_ids: tuple[int, ...]
+    residual: torch.Tensor
+    heads: torch.Tensor
+
+    def rows(self, ids: Sequence[int]) -> AnswerStates:
+        pos = {i: n for n, i in enumerate(self.item_ids)}
+        idx = [pos[i] for i in ids]
+        return AnswerStates(tuple(ids), self.residual[idx], self.heads[idx])
+
+
+def answer_states(scorer, ids: Sequence[int]) -> AnswerStates:
+    """States at the answer position of items ``ids`` under ``scorer``'s prompt (no system prompt), remembered."""
+    return scorer.remember(("answer_states", tuple(ids)), lambda: _answer_states(scorer, ids))
+
+
+@torch.no_grad()
+def _answer_states(scorer, ids: Sequence[int]) -> AnswerStates:
+    from .scoring import _new_cache
+
+    model = scorer.model
+    lay = layout(model)
+    enc = scorer.encode(ids)
+    grabbed: list[torch.Tensor | None] = [None] * lay.n_layers
+
+    def grab(layer):
+        def pre(module, args):
+            grabbed[layer] = args[0][:, -1, :].float()
+
+        return pre
+
+    handles = [p.register_forward_pre_hook(grab(i)) for i, p in enumerate(o_proj_modules(model))]
+    residual, heads, order = [], [], []
+    try:
+        for b in enc.batches:
+            out = model(b.last_ids, attention_mask=b.mask, position_ids=b.positions,
+                        past_key_values=_new_cache(model, b.full_kv()), use_cache=True, logits_to_keep=1,
+                        output_hidden_states=True)
+            residual.append(torch.stack([h[:, -1].float() for h in out.hidden_states], 1).cpu())
+            heads.append(rearrange(torch.stack(grabbed, 1), "b l (h d) -> b l h d", h=lay.n_heads).cpu())
+            order.append(b.index)
+    finally:
+        for h in handles:
+            h.remove()
+    index = torch.cat(order)
+    res = torch.empty(len(ids), *residual[0].shape[1:])
+    res[index] = torch.cat(residual)
+    hd = torch.empty(len(ids), *heads[0].shape[1:])
+    hd[index] = torch.cat(heads)
+    return AnswerStates(tuple(ids), res, hd)

@@ -38,6 +38,14 @@ class PASConfig:
     positions: "last" steers the answer position only, "all" every prompt position
     (slower; searched strength only). probe: "torch" (all heads at once, Newton) or
     "sklearn" (one LogisticRegression per head); both reach the same optimum. seed: every random choice.
+    kind: "constant" (PAS: one offset per head) or "gated" (offsets that follow each statement,
+    see :mod:`pas.gated`; the probe, strength and learning settings above do not apply to it).
+    gate_layer: for "gated", the layer whose heads are gated (negative counts from the end;
+    default the last); the layer below it carries the constant letter correction.
+    gate_both_orders: solve the gated pushes for both option orders at once (aimed at an answer's
+    meaning rather than its letter). Off by default: on the embedded model the joint solution
+    leaves every answer at "Neither" (measured, see README), while the standard-order push works
+    on the standard order (and, being a letter push, not on reversed options).
     """
 
     k: int = 24
@@ -55,6 +63,9 @@ class PASConfig:
     positions: str = "last"
     probe: str = "torch"
     seed: int = 0
+    kind: str = "constant"
+    gate_layer: int = -1
+    gate_both_orders: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -66,8 +77,13 @@ class PASConfig:
             (self.lr > 0 and self.penalty >= 0, f"lr must be > 0 and penalty >= 0, got {self.lr}, {self.penalty}"),
             (self.positions in ("last", "all"), f"positions must be 'last' or 'all', got {self.positions!r}"),
             (self.probe in ("torch", "sklearn"), f"probe must be 'torch' or 'sklearn', got {self.probe!r}"),
-            (not (self.learn and self.positions == "all"),
+            (not (self.learn and self.positions == "all" and self.kind == "constant"),
              "learned offsets need positions='last' (learning through every position is too slow here); set learn=False"),
+            (self.kind in ("constant", "gated"), f"kind must be 'constant' or 'gated', got {self.kind!r}"),
+            (not (self.kind == "gated" and self.positions != "last"),
+             "gated vectors are fitted at the answer position: use positions='last' (apply elsewhere with "
+             "dataclasses.replace(vector, positions='all') to try it)"),
+            (self.gate_layer != 0, "gate_layer 0 has no layer below it for the letter correction"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -99,12 +115,14 @@ class FitReport:
     fit_loss_start: float | None = None
     fit_loss_end: float | None = None
     learn_trace: list[tuple[int, float, float, float]] = field(default_factory=list)
+    gated: dict | None = None  # kind "gated": chosen layer, ridge alpha, gain, shift, readout CV composite
 
     def summary(self) -> dict:
         """The scalar facts, for reports (traces left out)."""
-        return {"alpha": self.alpha, "fit_items": self.fit_items, "val_items": self.val_items,
-                "search_seconds": self.search_seconds, "best_step": self.best_step,
-                "fit_loss_start": self.fit_loss_start, "fit_loss_end": self.fit_loss_end}
+        facts = {"alpha": self.alpha, "fit_items": self.fit_items, "val_items": self.val_items,
+                 "search_seconds": self.search_seconds, "best_step": self.best_step,
+                 "fit_loss_start": self.fit_loss_start, "fit_loss_end": self.fit_loss_end}
+        return {**facts, **(self.gated or {})}
 
 
 def align_to_subject(model, subject: Subject, config: PASConfig | None = None, **kw) -> SteeringVector:
@@ -135,6 +153,8 @@ def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tok
         raise ValueError(f"subject {subject.case} carries no item bank; pass bank= (or load it with pas.load_papi)")
     scorer = scorer or ItemScorer(model, tokenizer, bank)
     known = subject.responses_to(bank.train_ids)
+    if config.kind == "gated":
+        return _fit_gated(model, subject, config, scorer, known, t0)
     fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
     acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
     dirs = find_directions(_subset(acts, fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
@@ -175,6 +195,21 @@ def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tok
     )
     report = FitReport(subject.case, float(alpha), trace, len(fit_ids), len(val_ids), search_seconds,
                        time.perf_counter() - t0, **learned)
+    return vector, report
+
+
+def _fit_gated(model, subject: Subject, config: PASConfig, scorer: ItemScorer, known, t0: float):
+    from .gated import fit_gated
+
+    g = fit_gated(scorer, subject, config.gate_layer, seed=config.seed, both_orders=config.gate_both_orders)
+    heads = tuple((layer, h) for layer in (g.layer - 1, g.layer) for h in range(g.offsets.shape[1]))
+    vector = SteeringVector.for_model(
+        model, g.offsets, kind="gated", gate_weights=g.weights, gate_bias=g.bias, heads=heads, positions="last",
+        subject=subject.case, item_hash=item_hash(known), config=asdict(config),
+    )
+    trace = {gain: v for (gain, shift), v in g.calibration.items() if shift == g.shift}
+    report = FitReport(subject.case, g.gain, trace, len(known), len(known), 0.0, time.perf_counter() - t0,
+                       gated={"layer": g.layer, "gain": g.gain, "shift": g.shift, "readout_cv": g.readout_cv})
     return vector, report
 
 

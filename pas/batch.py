@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from .adapter import layout, o_proj_modules, o_proj_weight
-from .hooks import add_offsets, add_row_biases
+from .hooks import add_gated, add_offsets, add_row_biases
 from .scoring import ItemScorer, OptionScores, _Batch, last_step, to_scores
 from .steering import SteeringVector, gate
 
@@ -25,11 +25,33 @@ def _offset_table(model, vectors: Sequence[SteeringVector | None]) -> tuple[torc
         v.check_model(model)
     table = (torch.stack([v.flat_offsets() for v in real]) if real
              else torch.zeros(1, lay.n_layers, lay.attn_width)).to(model.device, model.dtype)
+    return table, _vector_rows(vectors, model.device)
+
+
+def row_steering(model, vectors: Sequence[SteeringVector | None], rows: torch.Tensor, *, start: int | None = None,
+                 last_only: bool = False):
+    """Hooks steering batch row ``b`` with ``vectors[rows[b]]`` (``-1``: unsteered), constant or gated alike.
+
+    With any gated vector every vector goes through the gated hooks (a constant offset is a gate
+    with ``w = 0, b = 1``); otherwise the plain per-row offsets are added.
+    """
+    real = [v for v in vectors if v is not None]
+    if not any(v.kind == "gated" for v in real):
+        table, _ = _offset_table(model, vectors)
+        return add_offsets(model, table, rows=rows, start=start, last_only=last_only)
+    for v in real:
+        v.check_model(model)
+    w, b, o = (torch.stack(t).to(model.device, model.dtype) for t in zip(*(v.gated_tables() for v in real)))
+    return add_gated(model, w, b, o, rows=rows, start=start, last_only=last_only)
+
+
+def _vector_rows(vectors: Sequence[SteeringVector | None], device) -> torch.Tensor:
+    """Each vector's row in the table of the non-None vectors (-1 for None)."""
     index, n = [], 0
     for v in vectors:
         index.append(-1 if v is None else n)
         n += v is not None
-    return table, torch.tensor(index, device=model.device)
+    return torch.tensor(index, device=device)
 
 
 def bias_table(model, vectors: Sequence[SteeringVector]) -> torch.Tensor:
@@ -57,20 +79,21 @@ def score_many(scorer: ItemScorer, ids: Sequence[int], vectors: Sequence[Steerin
                system: str | None = None, max_rows: int = 256) -> list[OptionScores]:
     """Questionnaire scores for items ``ids`` under each vector, all people batched together.
 
-    Vectors must be "last"-mode (the answer position), as :func:`pas.align_to_subject` makes them.
+    Vectors must be "last"-mode (the answer position), as :func:`pas.align_to_subject` makes them;
+    constant and gated vectors may be mixed.
     """
     if any(v is not None and gate(v.positions, "prompt").steer for v in vectors):
         raise ValueError("score_many reuses unsteered prompt encodings; vectors that steer the whole prompt "
                          "(positions='all') must be scored one by one with ItemScorer.score")
     model = scorer.model
     enc = scorer.encode(ids, system)
-    table, index = _offset_table(model, vectors)
+    index = _vector_rows(vectors, model.device)
     out = torch.empty(len(vectors), enc.n, 6)
     for b in enc.batches:
         per = max(1, max_rows // len(b.index))  # people per pass
         for p0 in range(0, len(vectors), per):
             people = index[p0 : p0 + per]
-            with add_offsets(model, table, rows=people.repeat_interleave(len(b.index))):
+            with row_steering(model, vectors, people.repeat_interleave(len(b.index))):
                 logits = last_step(model, _repeat(b, len(people)), scorer.letter_ids)
             out[p0 : p0 + len(people), b.index] = logits.reshape(len(people), len(b.index), 6).float().cpu()
     return [to_scores(out[s]) for s in range(len(vectors))]
@@ -83,7 +106,7 @@ def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[St
 
     Each row is steered as :func:`pas.steering.gate` says for phase "generate", like
     :func:`pas.chat.generate`; where that is every position (or with ``folded=True``) the
-    rows are steered through exact per-row biases after the output projections.
+    rows (constant vectors only) are steered through exact per-row biases after the output projections.
     """
     if len(prompts) != len(vectors):
         raise ValueError(f"{len(prompts)} prompts but {len(vectors)} vectors")
@@ -97,14 +120,16 @@ def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[St
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     tokenizer.padding_side = side
     rule = gate(modes.pop() if modes else "last", "generate")
-    if folded or (rule.start is None and not rule.last_only):
+    gated = any(v is not None and v.kind == "gated" for v in vectors)
+    if gated and folded:
+        raise ValueError("gated vectors cannot be folded into biases (their offsets depend on activations)")
+    if not gated and (folded or (rule.start is None and not rule.last_only)):
         real = [v for v in vectors if v is not None]
         table = bias_table(model, real) if real else torch.zeros(1, layout(model).n_layers, layout(model).hidden_size)
-        _, index = _offset_table(model, vectors)
-        handle = add_row_biases(model, table.to(model.device), index)
+        handle = add_row_biases(model, table.to(model.device), _vector_rows(vectors, model.device))
     else:
-        table, index = _offset_table(model, vectors)
-        handle = add_offsets(model, table, rows=index, start=rule.start, last_only=rule.last_only)
+        handle = row_steering(model, vectors, _vector_rows(vectors, model.device), start=rule.start,
+                              last_only=rule.last_only)
     with handle:
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     return [tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]

@@ -85,10 +85,10 @@ def _load_vectors(args, subjects) -> dict:
         v = vectors[s.case]
         if v.subject not in (None, s.case):
             raise SystemExit(f"{path}: vector for subject {v.subject} given for subject {s.case}")
-        kind = "pas-learned" if v.config.get("learn") else "pas"
+        kind = "pas-gated" if v.kind == "gated" else "pas-learned" if v.config.get("learn") else "pas"
         wrong = [m for m in args.method if m.replace("+few-shot", "") != kind]
         if v.config and wrong:
-            raise SystemExit(f"{path} was made by {kind} (learn={v.config.get('learn')}); "
+            raise SystemExit(f"{path} was made by {kind} (kind={v.kind}, learn={v.config.get('learn')}); "
                              f"scoring it as {wrong} would mislabel it: use --method {kind}")
     return vectors
 
@@ -96,7 +96,7 @@ def _load_vectors(args, subjects) -> dict:
 def cmd_eval(args) -> int:
     from .data import load_papi
     from .dpo import DPOSettings
-    from .methods import LLM_METHODS, MethodContext
+    from .methods import NEEDS_MODEL, MethodContext
     from .report import dumps, markdown_table, summarize, summarize_method
     from .run import run_methods, run_settings
 
@@ -106,9 +106,10 @@ def cmd_eval(args) -> int:
     data = load_papi(args.data_dir, encoding=args.encoding)
     subjects = _subjects(args, data)
     ctx = MethodContext(data.bank, data.subjects, pas_config=_pas_config(args),
-                        dpo_settings=DPOSettings(epochs=args.dpo_epochs, lr=args.dpo_lr), adapter_dir=args.adapter_dir)
+                        dpo_settings=DPOSettings(epochs=args.dpo_epochs, lr=args.dpo_lr), adapter_dir=args.adapter_dir,
+                        reverse_options=args.reverse_options)
     ctx.vectors = _load_vectors(args, subjects)
-    if any(m in LLM_METHODS for m in args.method):
+    if any(m in NEEDS_MODEL for m in args.method):
         from .models import load_model
         from .prompts import PromptTemplate
         from .scoring import ItemScorer
@@ -133,7 +134,9 @@ def cmd_eval(args) -> int:
     if not args.json:
         print(f"{len(subjects)} subject(s); composite = sum over O C E A N of mean |answer - person's response| "
               f"on the 180 held-out items (lower is better, 0..20); papi_published = the paper's way "
-              f"(answer vs stored keyed score), for comparison with its tables only")
+              f"(answer vs stored keyed score), for comparison with its tables only"
+              + ("; reversed options: the same methods, nothing refitted, options listed E..A "
+                 "(gain kept = share of the gain over always-3 that survives)" if args.reverse_options else ""))
         print(markdown_table(summarize(records)))
     return 0
 
@@ -153,8 +156,9 @@ def cmd_align(args) -> int:
     vector, report = fit_subject(model, subject, _pas_config(args), tokenizer=tok, bank=data.bank,
                                  scorer=ItemScorer(model, tok, data.bank), progress=True)
     path = vector.save(out, overwrite=args.overwrite)
-    print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s (alpha {report.alpha:.3g}, "
-          f"heads {len(vector.heads)}, learned best step {report.best_step})")
+    how = (f"gated layer {report.gated['layer']}, gain {report.gated['gain']:g}, shift {report.gated['shift']:g}"
+           if report.gated else f"alpha {report.alpha:.3g}, learned best step {report.best_step}")
+    print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s ({how}, heads {len(vector.heads)})")
     return 0
 
 
@@ -203,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per method (per subject: scores and per-item answers) instead of a table")
     p.add_argument("--out", help="keep per-subject records in this folder and resume from it")
+    p.add_argument("--reverse-options", action="store_true",
+                   help="also score every LLM method with the options listed in reverse (A = Very Inaccurate), "
+                        "nothing refitted: a letter bias flips, a personality does not")
     p.add_argument("--prefill", default="(", help="text that starts the assistant turn before the letter (default '(')")
     p.add_argument("--dpo-epochs", type=int, default=2, help="dpo: most epochs (best chosen on validation items)")
     p.add_argument("--dpo-lr", type=float, default=5e-4, help="dpo: learning rate (LoRA)")

@@ -37,6 +37,7 @@ class Prediction:
     probs: np.ndarray | None = None  # [N, 5] over A..E, for LLM methods
     fit_seconds: float = 0.0  # time spent learning from the subject (PAS, DPO), part of the method's seconds
     info: dict = field(default_factory=dict)  # method-specific facts worth reporting (alpha, best epoch, ...)
+    reversed: Prediction | None = None  # the same method with the options listed in reverse (nothing refitted)
 
 
 @dataclass

@@ -113,6 +113,17 @@ def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: b
     """
     from pas_kernels import add_head_offsets
 
+    def step(x, first):
+        if first == 0:
+            return x + delta_for(x).to(x.dtype)
+        return add_head_offsets(x, delta_for(x), torch.tensor(first))
+
+    return _gated_positions(step, state, start, last_only)
+
+
+def _gated_positions(step, state: _PositionState, start: int | None, last_only: bool):
+    """The one position rule of every hook: ``step(x, first)`` steers positions ``>= first`` of this call."""
+
     def pre(module, args):
         x = args[0]
         t = x.shape[-2]
@@ -121,11 +132,58 @@ def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: b
             first = max(first, t - 1)
         if first >= t:
             return None
-        if first == 0:
-            return (x + delta_for(x).to(x.dtype),) + tuple(args[1:])
-        return (add_head_offsets(x, delta_for(x), torch.tensor(first)),) + tuple(args[1:])
+        return (step(x, first),) + tuple(args[1:])
 
     return pre
+
+
+def add_gated(
+    model: nn.Module,
+    weights: torch.Tensor,
+    bias: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    start: int | None = None,
+    last_only: bool = False,
+    rows: torch.Tensor | None = None,
+) -> SteeringHandle:
+    """Hook gated offsets into ``model``: each head adds ``(w_h . x_h + b_h) * v_h`` to its own output ``x_h``.
+
+    weights, offsets: ``[n_layers, n_heads * head_dim]``, bias: ``[n_layers, n_heads]``; or with
+    ``rows`` tables ``[n_vectors, ...]`` of those and ``rows: [batch]`` (``-1``: unsteered).
+    Position gating as in :func:`add_offsets`. Layers whose offsets are all zero get no hook;
+    the tensors may require grad (used to learn them).
+    """
+    projs = o_proj_modules(model)
+    learning = weights.requires_grad or bias.requires_grad or offsets.requires_grad
+    tables = (weights, bias, offsets)
+    if rows is not None:
+        tables = tuple(torch.cat([t, t.new_zeros(1, *t.shape[1:])]) for t in tables)  # row -1 -> zeros
+        tables = tuple(t[rows].transpose(0, 1)[:, :, None] for t in tables)  # [L, B, 1, ...], gathered once
+    if tables[2].shape[0] != len(projs):
+        raise ValueError(f"gated offsets have {tables[2].shape[0]} layers, model has {len(projs)}")
+    state = _PositionState()
+    handle = SteeringHandle()
+    if start is not None or last_only:
+        handle.handles.append(model.register_forward_pre_hook(_track_positions(state), with_kwargs=True))
+    for layer, proj in enumerate(projs):
+        if not learning and not bool(tables[2][layer].any()):
+            continue
+        w, b, v = (t[layer] for t in tables)
+        handle.handles.append(proj.register_forward_pre_hook(_make_gated_hook(w, b, v, state, start, last_only)))
+    return handle
+
+
+def _make_gated_hook(w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, state: _PositionState,
+                     start: int | None, last_only: bool):
+    """Pre-hook for gated offsets; as in :func:`_make_hook`, only a partial gate runs the compiled kernel."""
+    from pas_kernels import add_gated_offsets
+
+    def step(x, first):
+        kernel = add_gated_offsets.reference if first == 0 else add_gated_offsets
+        return kernel(x, w, b, v, torch.tensor(first))
+
+    return _gated_positions(step, state, start, last_only)
 
 
 def add_row_biases(model: nn.Module, table: torch.Tensor, rows: torch.Tensor) -> SteeringHandle:

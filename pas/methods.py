@@ -2,9 +2,11 @@
 
 LLM methods (``base``, ``few-shot``, ``description``, ``pas``...) differ only in
 system prompt and steering; every one is scored by :class:`pas.scoring.ItemScorer`.
-The non-LLM yardsticks (``always-3``, ``population-median``, ``ridge``) learn only
-from the *other* subjects of the data dir. Every method learns from and predicts
-*responses* (the item as worded); :mod:`pas.run` runs them.
+With ``MethodContext.reverse_options`` each LLM method is also scored with the options
+listed in reverse (nothing refitted), in ``Prediction.reversed``. The non-LLM yardsticks
+(``always-3``, ``population-median``, ``ridge``) learn only from the *other* subjects of
+the data dir; ``readout`` is a per-person ridge on the model's own hidden states. Every
+method learns from and predicts *responses* (the item as worded); :mod:`pas.run` runs them.
 """
 
 from __future__ import annotations
@@ -32,40 +34,68 @@ class MethodContext:
     vectors: dict = field(default_factory=dict)  # case -> SteeringVector, for --vector
     dpo_settings: object = None
     adapter_dir: str | None = None  # where the dpo method saves each subject's adapter
+    reverse_options: bool = False  # also score LLM methods with the options in reverse order
 
     def others(self, subject: Subject) -> list[Subject]:
         return [s for s in self.population if s.case != subject.case]
 
+    def reversed_scorer(self, scorer: ItemScorer | None = None) -> ItemScorer:
+        """``scorer`` (default: the context's) with reversed options."""
+        return (scorer or self.scorer).reversed()
+
 
 Method = Callable[[MethodContext, Subject], Prediction]
-LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-learned", "pas+few-shot", "dpo")
-YARDSTICKS = ("always-3", "population-median", "ridge")
-PAS_METHODS = ("pas", "pas-learned", "pas+few-shot")  # methods that fit (or take) a steering vector
+LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-learned", "pas+few-shot", "pas-gated", "dpo")
+YARDSTICKS = ("always-3", "population-median", "ridge", "readout")
+PAS_METHODS = ("pas", "pas-learned", "pas+few-shot", "pas-gated")  # methods that fit (or take) a steering vector
+NEEDS_MODEL = LLM_METHODS + ("readout",)
+
+SystemFor = Callable[[bool], "str | None"]  # reverse_options -> system prompt
 
 
-def _llm(ctx: MethodContext, system: str | None, steering=None) -> Prediction:
-    if ctx.scorer is None:
+def _no_system(reverse: bool) -> None:
+    return None
+
+
+def _scored(scorer: ItemScorer, ids, system: str | None, steering) -> Prediction:
+    s = scorer.score(ids, system, steering=steering)
+    return Prediction(tuple(ids), s.answers, s.expected, s.probs, info={"letter_mass": float(s.letter_mass.mean())})
+
+
+def _llm(ctx: MethodContext, system_for: SystemFor = _no_system, steering=None,
+         scorer: ItemScorer | None = None) -> Prediction:
+    """The test items scored by ``scorer`` (default the context's); reversed options too if the context asks."""
+    scorer = scorer or ctx.scorer
+    if scorer is None:
         raise ValueError("this method needs a model")
     ids = ctx.bank.test_ids
-    s = ctx.scorer.score(ids, system, steering=steering)
-    return Prediction(tuple(ids), s.answers, s.expected, s.probs, info={"letter_mass": float(s.letter_mass.mean())})
+    pred = _scored(scorer, ids, system_for(False), steering)
+    if ctx.reverse_options:
+        pred.reversed = _scored(ctx.reversed_scorer(scorer), ids, system_for(True), steering)
+    return pred
+
+
+def _known_answers(ctx: MethodContext, subject: Subject) -> SystemFor:
+    known = subject.responses_to(ctx.bank.train_ids)
+    return lambda reverse: few_shot_system(ctx.bank, known, reverse)
 
 
 def base(ctx: MethodContext, subject: Subject) -> Prediction:
     """The model as it is: no personal information."""
-    return _llm(ctx, None)
+    return _llm(ctx)
 
 
 def few_shot(ctx: MethodContext, subject: Subject) -> Prediction:
     """System prompt listing the subject's known answers."""
-    return _llm(ctx, few_shot_system(ctx.bank, subject.responses_to(ctx.bank.train_ids)))
+    return _llm(ctx, _known_answers(ctx, subject))
 
 
 def description(ctx: MethodContext, subject: Subject) -> Prediction:
     """System prompt with the subject's prose personality description."""
     if not subject.description:
         raise UnscorableSubject(f"subject {subject.case} has no description (personality_descriptions.json)")
-    return _llm(ctx, description_system(subject.description))
+    text = description_system(subject.description)
+    return _llm(ctx, lambda reverse: text)
 
 
 def _pas(variant: str) -> Method:
@@ -75,13 +105,13 @@ def _pas(variant: str) -> Method:
         from .align import PASConfig, fit_subject
 
         config = dataclasses.replace(ctx.pas_config or PASConfig(), learn=variant == "pas-learned",
-                                     few_shot=variant.endswith("+few-shot"))
+                                     few_shot=variant.endswith("+few-shot"),
+                                     kind="gated" if variant == "pas-gated" else "constant")
         vector, report = ctx.vectors.get(subject.case), None
         if vector is None:
             vector, report = fit_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
                                          bank=ctx.bank, scorer=ctx.scorer, progress=False)
-        system = few_shot_system(ctx.bank, subject.responses_to(ctx.bank.train_ids)) if config.few_shot else None
-        pred = _llm(ctx, system, vector)
+        pred = _llm(ctx, _known_answers(ctx, subject) if config.few_shot else _no_system, vector)
         if report is not None:
             pred.fit_seconds = report.fit_seconds
             pred.info.update(report.summary())
@@ -97,6 +127,7 @@ _PAS_DOCS = {
     "pas": "PAS as in the paper: top-K head directions, strength searched on the known answers.",
     "pas-learned": "PAS, then per-head offsets learned on the known answers (early-stopped on validation items).",
     "pas+few-shot": "PAS (searched strength) with the known answers also in the system prompt, as the paper combines them.",
+    "pas-gated": "Gated per-head offsets that follow each statement (a readout of the heads as gates); see pas.gated.",
 }
 
 
@@ -108,11 +139,10 @@ def dpo(ctx: MethodContext, subject: Subject) -> Prediction:
                        scorer=ctx.scorer)
     if ctx.adapter_dir is not None:
         save_adapter(result, Path(ctx.adapter_dir) / subject.case)
-    scorer = ItemScorer(result.model, ctx.scorer.tokenizer, ctx.bank, ctx.scorer.template)
-    s = scorer.score(ctx.bank.test_ids)
-    return Prediction(tuple(ctx.bank.test_ids), s.answers, s.expected, s.probs, result.fit_seconds,
-                      {"best_epoch": result.best_epoch, "val_trace": result.val_trace, "train_loss": result.train_loss,
-                       "letter_mass": float(s.letter_mass.mean())})
+    pred = _llm(ctx, scorer=ItemScorer(result.model, ctx.scorer.tokenizer, ctx.bank, ctx.scorer.template))
+    pred.fit_seconds = result.fit_seconds
+    pred.info.update({"best_epoch": result.best_epoch, "val_trace": result.val_trace, "train_loss": result.train_loss})
+    return pred
 
 
 def _point(ids: Sequence[int], values: np.ndarray) -> Prediction:
@@ -159,6 +189,29 @@ def ridge(ctx: MethodContext, subject: Subject) -> Prediction:
     return _point(test, np.asarray(preds))
 
 
+def readout(ctx: MethodContext, subject: Subject) -> Prediction:
+    """Per-person ridge on the model's residual stream at the answer position; layer and strength by CV on known items.
+
+    No steering: the ceiling a content-following steering method on this model should approach.
+    """
+    from .activations import answer_states
+    from .readout import fit_readout, readout_layers
+
+    if ctx.scorer is None:
+        raise ValueError("the readout yardstick needs a model")
+    bank = ctx.bank
+    known = subject.responses_to(bank.train_ids)
+    ids = sorted(known)
+    states = answer_states(ctx.scorer, bank.train_ids + bank.test_ids)
+    train, test = states.rows(ids), states.rows(bank.test_ids)
+    layers = readout_layers(states.residual.shape[1] - 1)
+    fit = fit_readout({layer: train.residual[:, layer].numpy() for layer in layers},
+                      np.array([known[i] for i in ids], dtype=np.float64), bank, subject, ids)
+    pred = _point(bank.test_ids, fit.predict(test.residual[:, fit.key].numpy()))
+    pred.info.update({"layer": int(fit.key), "ridge_alpha": fit.alpha, "cv_composite": fit.cv.composite})
+    return pred
+
+
 METHODS: dict[str, Method] = {
     "base": base,
     "few-shot": few_shot,
@@ -166,8 +219,10 @@ METHODS: dict[str, Method] = {
     "pas": _pas("pas"),
     "pas-learned": _pas("pas-learned"),
     "pas+few-shot": _pas("pas+few-shot"),
+    "pas-gated": _pas("pas-gated"),
     "dpo": dpo,
     "always-3": always_3,
     "population-median": population_median,
     "ridge": ridge,
+    "readout": readout,
 }

@@ -24,13 +24,20 @@ OPTION_NAMES: tuple[str, ...] = (
 # answer value (1..5) of each letter: A=5 .. E=1
 LETTER_VALUES: tuple[int, ...] = (5, 4, 3, 2, 1)
 
-ITEM_TEMPLATE = (
-    'Given a statement of you: "You {statement}"\n'
-    "Please choose from the following options to identify how accurately this statement describes you.\n"
-    "Options:\n"
-    + "".join(f"({letter}). {name}\n" for letter, name in zip(LETTERS, OPTION_NAMES))
-    + "\nAnswer:"
-)
+def _options(reverse: bool) -> tuple[str, ...]:
+    """Option names in the order they are lettered A..E."""
+    return OPTION_NAMES[::-1] if reverse else OPTION_NAMES
+
+
+def _item_template(reverse: bool = False) -> str:
+    return ('Given a statement of you: "You {statement}"\n'
+            "Please choose from the following options to identify how accurately this statement describes you.\n"
+            "Options:\n"
+            + "".join(f"({letter}). {name}\n" for letter, name in zip(LETTERS, _options(reverse)))
+            + "\nAnswer:")
+
+
+ITEM_TEMPLATE = _item_template()
 
 _PRONOUNS = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "am": "are", "i'm": "you're"}
 
@@ -46,21 +53,29 @@ def second_person(text: str) -> str:
     return "".join(out)
 
 
-def item_prompt(text: str) -> str:
-    """PAPI's user message for one item."""
-    return ITEM_TEMPLATE.format(statement=second_person(text))
+def item_prompt(text: str, reverse: bool = False) -> str:
+    """PAPI's user message for one item (options in reverse order with ``reverse``)."""
+    return _item_template(reverse).format(statement=second_person(text))
 
 
-def answer_label(value: int) -> str:
-    """'(B). Moderately Accurate' for answer 4."""
+def value_letters(reverse: bool = False) -> tuple[str, ...]:
+    """The letter of each answer value 5, 4, 3, 2, 1 (the order of :data:`LETTER_VALUES`)."""
+    return LETTERS[::-1] if reverse else LETTERS
+
+
+def answer_label(value: int, reverse: bool = False) -> str:
+    """'(B). Moderately Accurate' for answer 4 ('(D). Moderately Accurate' with reversed options)."""
     k = LETTER_VALUES.index(value)
-    return f"({LETTERS[k]}). {OPTION_NAMES[k]}"
+    return f"({value_letters(reverse)[k]}). {OPTION_NAMES[k]}"
 
 
-def few_shot_system(bank: ItemBank, responses: Mapping[int, int]) -> str:
-    """System prompt listing a person's known responses to the statements as worded (the paper's few-shot baseline)."""
+def few_shot_system(bank: ItemBank, responses: Mapping[int, int], reverse: bool = False) -> str:
+    """System prompt listing a person's known responses to the statements as worded (the paper's few-shot baseline).
+
+    Answers are labelled with the letters of the questionnaire they precede (``reverse``: reversed options).
+    """
     by_id = bank.by_id
-    lines = [f'- "You {second_person(by_id[i].text)}": {answer_label(a)}' for i, a in sorted(responses.items())]
+    lines = [f'- "You {second_person(by_id[i].text)}": {answer_label(a, reverse)}' for i, a in sorted(responses.items())]
     return (
         "You are role-playing a specific person answering a personality questionnaire. "
         "This is how the person described themselves on other statements:\n"
@@ -79,11 +94,12 @@ class PromptTemplate:
     """How an item becomes model input. ``prefill`` starts the assistant turn; the next token is the letter."""
 
     prefill: str = "("
+    reverse_options: bool = False
 
     def render(self, tokenizer, text: str, system: str | None = None, answer: str | None = None) -> str:
         """The full model input for item ``text``; with ``answer`` the letter is appended (contrastive prompts)."""
         messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": item_prompt(text)}
+            {"role": "user", "content": item_prompt(text, self.reverse_options)}
         ]
         if getattr(tokenizer, "chat_template", None):
             head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -96,7 +112,18 @@ class PromptTemplate:
         return [self.render(tokenizer, by_id[i].text, system) for i in ids]
 
     def fingerprint(self) -> str:
-        return f"{ITEM_TEMPLATE!r}|prefill={self.prefill!r}"
+        return f"{_item_template(self.reverse_options)!r}|prefill={self.prefill!r}"
+
+    def letter_ids(self, tokenizer) -> list[int]:
+        """Token ids of the letters for answer values 5, 4, 3, 2, 1 under this template's option order."""
+        ids = letter_token_ids(tokenizer)
+        return ids[::-1] if self.reverse_options else ids
+
+    def reversed(self) -> PromptTemplate:
+        """This template with the options listed the other way round."""
+        import dataclasses
+
+        return dataclasses.replace(self, reverse_options=not self.reverse_options)
 
 
 def letter_token_ids(tokenizer) -> list[int]:

@@ -54,6 +54,8 @@ def summarize_method(records: Sequence[dict]) -> dict:
     exp, elo, ehi = mean_ci([r["expected_composite"] for r in done])
     pub, plo, phi = mean_ci([r["papi_published"] for r in done])
     masses = [r["info"]["letter_mass"] for r in done if "letter_mass" in r.get("info", {})]
+    rev = [r["reversed"]["composite"] for r in done if "reversed" in r]
+    rcomp, rlo, rhi = mean_ci(rev) if rev and len(rev) == len(done) else (None, math.nan, math.nan)
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in done])) if done else math.nan
@@ -63,6 +65,7 @@ def summarize_method(records: Sequence[dict]) -> dict:
         "domains": {d: float(np.mean([r["domains"][d] for r in done])) if done else math.nan for d in DOMAINS},
         "expected_composite": exp, "expected_composite_ci": [elo, ehi],
         "papi_published": pub, "papi_published_ci": [plo, phi],
+        "reversed_composite": rcomp, "reversed_composite_ci": [rlo, rhi],
         "letter_mass": float(np.mean(masses)) if masses and len(masses) == len(done) else None,
         "fit_seconds_per_subject": mean("fit_seconds"), "eval_seconds_per_subject": mean("eval_seconds"),
         "seconds": float(sum(r["fit_seconds"] + r["eval_seconds"] for r in done)),
@@ -86,8 +89,23 @@ def summarize(records: Mapping[str, Sequence[dict]], references: Sequence[str] =
             shared = [c for c in mine if c in theirs]
             if len(shared) > 1:
                 entry[f"vs_{ref}"] = paired_difference([mine[c] for c in shared], [theirs[c] for c in shared])
+        if entry["reversed_composite"] is not None and "always-3" in records:
+            entry["reversed_gain_kept"] = reversed_gain_kept(recs, records["always-3"])
         out[method] = entry
     return out
+
+
+def reversed_gain_kept(records: Sequence[dict], always3: Sequence[dict]) -> float | None:
+    """Share of a method's mean gain over always-3 that survives reversed options (1 = all, <0 = worse than always-3).
+
+    None when the method has no gain to keep (its standard composite is not below always-3's).
+    """
+    a3 = {r["case"]: r["composite"] for r in always3 if "error" not in r}
+    shared = [r for r in records if "error" not in r and "reversed" in r and r["case"] in a3]
+    gain = float(np.mean([a3[r["case"]] - r["composite"] for r in shared])) if shared else math.nan
+    if not shared or gain <= 0:
+        return None
+    return float(np.mean([a3[r["case"]] - r["reversed"]["composite"] for r in shared])) / gain
 
 
 def _p(p: float) -> str:
@@ -99,7 +117,8 @@ def markdown_table(summary: Mapping[str, dict], references: Sequence[str] = DEFA
     refs = [r for r in references if r in summary]
     head = (["method", "n", "composite (95% CI)", *DOMAINS]
             + [f"Δ vs {r} (95% CI, Wilcoxon p)" for r in refs]
-            + ["papi_published", "letter mass", "fit s/subject", "eval s/subject", "peak RSS MB"])
+            + ["reversed options (gain kept)", "papi_published", "letter mass", "fit s/subject", "eval s/subject",
+               "peak RSS MB"])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, s in summary.items():
         lo, hi = s["composite_ci"]
@@ -110,7 +129,8 @@ def markdown_table(summary: Mapping[str, dict], references: Sequence[str] = DEFA
             vs = s.get(f"vs_{r}")
             cells.append("—" if vs is None else
                          f"{vs['mean']:+.2f} ({vs['ci'][0]:+.2f}…{vs['ci'][1]:+.2f}, p={_p(vs['wilcoxon_p'])})")
-        mass = s.get("letter_mass")
+        mass, rev, kept = s.get("letter_mass"), s.get("reversed_composite"), s.get("reversed_gain_kept")
+        cells.append("—" if rev is None else f"{rev:.2f}" + ("" if kept is None else f" ({kept:.0%})"))
         cells += [f"{s['papi_published']:.2f}", "—" if mass is None else f"{mass:.3f}",
                   f"{s['fit_seconds_per_subject']:.1f}", f"{s['eval_seconds_per_subject']:.1f}",
                   f"{s['peak_rss_mb']:.0f}"]

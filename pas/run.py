@@ -59,14 +59,21 @@ def run_subject(method: str, ctx: MethodContext, subject: Subject) -> dict:
         try:
             pred = METHODS[method](ctx, subject)
             s = score_subject(ctx.bank, subject, pred)
+            rev = None if pred.reversed is None else score_subject(ctx.bank, subject, pred.reversed)
         except UnscorableSubject as e:
             return {"case": subject.case, "error": str(e)}
         seconds = time.perf_counter() - t
-    return {"case": subject.case, "composite": s.composite, "domains": s.domains,
-            "expected_composite": s.expected_composite, "expected_domains": s.expected_domains,
-            "papi_published": s.papi_published, "n_items": s.n_items,
-            "fit_seconds": pred.fit_seconds, "eval_seconds": seconds - pred.fit_seconds,
-            "peak_rss_mb": mem.peak / 2**20, "info": pred.info, "items": s.items}
+    record = {"case": subject.case, "composite": s.composite, "domains": s.domains,
+              "expected_composite": s.expected_composite, "expected_domains": s.expected_domains,
+              "papi_published": s.papi_published, "n_items": s.n_items,
+              "fit_seconds": pred.fit_seconds, "eval_seconds": seconds - pred.fit_seconds,
+              "peak_rss_mb": mem.peak / 2**20, "info": pred.info, "items": s.items}
+    if rev is not None:
+        record["reversed"] = {"composite": rev.composite, "domains": rev.domains,
+                              "expected_composite": rev.expected_composite,
+                              "letter_mass": pred.reversed.info.get("letter_mass"),
+                              "answers": [it["answer"] for it in rev.items]}
+    return record
 
 
 def check_settings(out: Path, settings: Mapping) -> None:
@@ -95,6 +102,7 @@ def run_settings(model: str | None, dtype: str, prefill: str, ctx: MethodContext
     from .models import DEFAULT_MODEL
 
     return {"model": model or DEFAULT_MODEL, "dtype": dtype, "threads": torch.get_num_threads(), "prefill": prefill,
+            "reverse_options": ctx.reverse_options,
             "pas_config": dataclasses.asdict(ctx.pas_config) if ctx.pas_config else None,
             "dpo_settings": dataclasses.asdict(ctx.dpo_settings) if ctx.dpo_settings else None,
             "data_dir": str(Path(data.root).resolve()), "encoding": data.encoding, "pas_version": __version__}

@@ -174,11 +174,15 @@ def score_texts(
     batch_size: int = 32,
     prefix_cache: bool = True,
     progress: bool = False,
+    letter_ids: Sequence[int] | None = None,
 ) -> OptionScores:
-    """Score rendered prompts, optionally steered (applied as :func:`pas.steering.gate` says)."""
+    """Score rendered prompts, optionally steered (applied as :func:`pas.steering.gate` says).
+
+    ``letter_ids``: token ids of the letters for answer values 5..1 (default A..E, the standard order).
+    """
     from .steering import steer
 
-    letter_ids = letter_token_ids(tokenizer)
+    letter_ids = letter_token_ids(tokenizer) if letter_ids is None else letter_ids
     with torch.no_grad():
         with steer(model, steering, "prompt"):
             enc = encode_prompts(model, tokenizer, texts, batch_size=batch_size, prefix_cache=prefix_cache,
@@ -200,8 +204,20 @@ class ItemScorer:
         self.model, self.tokenizer, self.bank = model, tokenizer, bank
         self.template = template or PromptTemplate()
         self.batch_size, self.progress = batch_size, progress
-        self.letter_ids = letter_token_ids(tokenizer)
+        self.letter_ids = self.template.letter_ids(tokenizer)  # for answer values 5..1
         self._memo: dict = {}
+
+    def remember(self, key, compute):
+        """``compute()`` once per ``key`` for this scorer (person-independent things: states, Jacobians)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def reversed(self) -> ItemScorer:
+        """A scorer for the same model and items with the options listed in reverse (its own encodings, made once)."""
+        return self.remember("reversed", lambda: ItemScorer(self.model, self.tokenizer, self.bank,
+                                                            self.template.reversed(), batch_size=self.batch_size,
+                                                            progress=self.progress))
 
     def texts(self, ids: Sequence[int], system: str | None = None) -> list[str]:
         return self.template.render_items(self.tokenizer, self.bank, ids, system)
@@ -226,7 +242,7 @@ class ItemScorer:
 
         if steering is not None and gate(steering.positions, "prompt").steer:
             return score_texts(self.model, self.tokenizer, self.texts(ids, system), steering=steering,
-                               batch_size=self.batch_size, progress=self.progress)
+                               batch_size=self.batch_size, progress=self.progress, letter_ids=self.letter_ids)
         with torch.no_grad():
             enc = self.encode(ids, system)
             with steer(self.model, steering, "answer"):

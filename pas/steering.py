@@ -1,9 +1,16 @@
 """The steering vector (stage 6): a frozen dataclass, saved as safetensors with checked metadata.
 
-Apply it by hook (``with vector.apply(model): ...``) or fold it exactly into the
-attention output projections' bias (``vector.fold(model)`` ... ``.unfold()``).
-Hook mode can be gated to positions ``>= start`` or to the last position of each
-forward (``last_only``); fold mode acts on every position, like ungated hooks.
+Two kinds:
+
+- ``constant``: each selected head ``h`` adds a fixed offset ``v_h`` to its output (PAS);
+- ``gated``: the offset scales with what the head itself computes,
+  ``delta_h(x) = (w_h . x_h + b_h) * v_h``, so the push follows the content of each
+  statement (a per-person readout of the head, turned into a push toward an answer).
+
+Apply by hook (``with vector.apply(model): ...``); a constant vector can also be folded
+exactly into the attention output projections' bias (``vector.fold(model)`` ...
+``.unfold()``). Hook mode can be gated to positions ``>= start`` or to the last position
+of each forward (``last_only``); fold mode acts on every position, like ungated hooks.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .adapter import ModelLayout, layout, o_proj_modules, o_proj_weight
-from .hooks import SteeringHandle, add_offsets
+from .hooks import SteeringHandle, add_gated, add_offsets
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: gated kind (gate_weights, gate_bias tensors); version-1 files (constant) still load
+READABLE_VERSIONS = (1, 2)
+KINDS = ("constant", "gated")
+_TENSORS = ("offsets", "gate_weights", "gate_bias")
 
 
 class SteeringFileError(ValueError):
@@ -41,6 +51,9 @@ def _pas_version() -> str:
 @dataclass(frozen=True, eq=False)
 class SteeringVector:
     """Per-(layer, head) offsets ``[n_layers, n_heads, head_dim]`` for one model, with provenance.
+
+    ``kind="gated"`` adds ``gate_weights [n_layers, n_heads, head_dim]`` and ``gate_bias
+    [n_layers, n_heads]``: head ``h`` then adds ``(gate_weights_h . x_h + gate_bias_h) * offsets_h``.
 
     ``positions`` is how the offsets were learned and are evaluated on questionnaires:
     ``"last"`` (the answer position only) or ``"all"``. Provenance (``subject``, ``item_hash``
@@ -66,6 +79,9 @@ class SteeringVector:
     config: dict = field(default_factory=dict)
     derived: str | None = None  # how arithmetic made this vector from saved ones ("scaled by 0.3", ...)
     weights_sample: tuple[float, ...] = ()  # see pas.models.weights_sample; () = not recorded (older files)
+    kind: str = "constant"
+    gate_weights: torch.Tensor | None = None
+    gate_bias: torch.Tensor | None = None
     pas_version: str = field(default_factory=_pas_version)
     format_version: int = FORMAT_VERSION
 
@@ -77,6 +93,18 @@ class SteeringVector:
             raise ValueError("steering offsets contain NaN or inf")
         if self.positions not in ("last", "all"):
             raise ValueError(f"positions must be 'last' or 'all', not {self.positions!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
+        gated = self.kind == "gated"
+        for name, tensor, want in (("gate_weights", self.gate_weights, shape),
+                                   ("gate_bias", self.gate_bias, shape[:2])):
+            if (tensor is not None) != gated:
+                raise ValueError(f"{name} is {'missing' if gated else 'given'} for a {self.kind} vector")
+            if tensor is not None:
+                if tuple(tensor.shape) != want:
+                    raise ValueError(f"{name} have shape {tuple(tensor.shape)}, expected {want}")
+                if not torch.isfinite(tensor).all():
+                    raise ValueError(f"steering {name} contain NaN or inf")
 
     # ------------------------------------------------------------ building
 
@@ -87,6 +115,10 @@ class SteeringVector:
 
         lay = layout(model)
         meta.setdefault("weights_sample", weights_sample(model))
+        for name, shape in (("gate_weights", (lay.n_layers, lay.n_heads, lay.head_dim)),
+                            ("gate_bias", (lay.n_layers, lay.n_heads))):
+            if meta.get(name) is not None:
+                meta[name] = meta[name].detach().float().cpu().reshape(shape).contiguous()
         return cls(
             offsets=offsets.detach().float().cpu().reshape(lay.n_layers, lay.n_heads, lay.head_dim).contiguous(),
             model_name=model_name(model), model_type=lay.model_type, config_fingerprint=lay.fingerprint,
@@ -119,8 +151,36 @@ class SteeringVector:
         if self.weights_sample and other.weights_sample and not same_weights(self.weights_sample, other.weights_sample):
             raise ModelMismatchError("cannot add steering vectors made on different weights of the same architecture")
         heads = tuple(dict.fromkeys(self.heads + other.heads))
-        summed = self._with_offsets(self.offsets + other.offsets, f"sum of {self.subject} and {other.subject}")
+        how = f"sum of {self.subject} and {other.subject}"
+        if self.kind == other.kind == "constant":
+            summed = self._with_offsets(self.offsets + other.offsets, how)
+        else:
+            summed = self._gated_sum(other, how)
         return dataclasses.replace(summed, heads=heads, probe_accuracies=(), sigmas=(), subject=None)
+
+    def as_gated(self) -> SteeringVector:
+        """The same steering as a gated vector (a constant offset is a gate with ``w = 0, b = 1``)."""
+        if self.kind == "gated":
+            return self
+        active = self.offsets.abs().sum(-1) > 0
+        return dataclasses.replace(self, kind="gated", gate_weights=torch.zeros_like(self.offsets),
+                                   gate_bias=active.float())
+
+    def _gated_sum(self, other: SteeringVector, how: str) -> SteeringVector:
+        """Sum where at least one side is gated: defined when no head is steered by both.
+
+        On a shared head ``(w1.x + b1) v1 + (w2.x + b2) v2`` is not one gated offset, so it is refused.
+        """
+        a, b = self.as_gated(), other.as_gated()
+        shared = (a.offsets.abs().sum(-1) > 0) & (b.offsets.abs().sum(-1) > 0)
+        if bool(shared.any()):
+            where = [tuple(x) for x in shared.nonzero().tolist()][:5]
+            raise ValueError(f"cannot add a gated vector to one that steers the same heads {where} (layer, head): "
+                             f"the sum of two gated offsets on a head is not a gated offset. Apply them to "
+                             f"different heads, or use one vector at a time")
+        summed = a._with_offsets(a.offsets + b.offsets, how)
+        return dataclasses.replace(summed, gate_weights=a.gate_weights + b.gate_weights,
+                                   gate_bias=a.gate_bias + b.gate_bias)
 
     def __sub__(self, other: SteeringVector) -> SteeringVector:
         return self + (-other)
@@ -178,20 +238,35 @@ class SteeringVector:
     def apply(self, model, *, start: int | None = None, last_only: bool = False) -> SteeringHandle:
         """Hook the offsets into ``model`` (mutates it until ``remove()``); usable as a context manager."""
         self.check_model(model)
+        if self.kind == "gated":
+            w, b, v = self.gated_tables(model.device)
+            return add_gated(model, w.to(model.dtype), b.to(model.dtype), v.to(model.dtype), start=start,
+                             last_only=last_only)
         return add_offsets(model, self.flat_offsets(model.device), start=start, last_only=last_only)
+
+    def gated_tables(self, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(weights [L, H*D], bias [L, H], offsets [L, H*D])`` as :func:`pas.hooks.add_gated` takes them."""
+        g = self.as_gated()
+        return (g.gate_weights.reshape(self.n_layers, -1).to(device), g.gate_bias.to(device),
+                g.flat_offsets(device))
 
     def fold(self, model) -> FoldedSteering:
         """Add ``W_o @ delta`` (computed in fp32) to each output projection's bias; ``.unfold()`` restores it exactly.
 
-        Mutates the model: a projection without a bias gets one.
+        Mutates the model: a projection without a bias gets one. A gated vector cannot be
+        folded (its offset depends on the activation); that raises a ValueError.
         """
+        if self.kind == "gated":
+            raise ValueError("a gated steering vector cannot be folded into a bias: its offset (w.x + b) v changes "
+                             "with each head's activation, and a bias is constant. Use vector.apply(model) "
+                             "(hook mode), or pas.batch.score_many / generate_many for many people at once")
         self.check_model(model)
         return FoldedSteering.fold(model, self)
 
     # ------------------------------------------------------------ files
 
     def metadata(self) -> dict:
-        meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "offsets"}
+        meta = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _TENSORS}
         meta["heads"] = [list(h) for h in self.heads]
         return meta
 
@@ -203,7 +278,8 @@ class SteeringVector:
         path = check_writable(path, overwrite=overwrite)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            save_file({"offsets": self.offsets.contiguous()}, tmp, metadata={"pas": json.dumps(self.metadata())})
+            tensors = {n: getattr(self, n).contiguous() for n in _TENSORS if getattr(self, n) is not None}
+            save_file(tensors, tmp, metadata={"pas": json.dumps(self.metadata())})
             os.replace(tmp, path)
         except (OSError, SafetensorError) as e:
             tmp.unlink(missing_ok=True)
@@ -230,9 +306,11 @@ class SteeringVector:
             meta = json.loads(raw)
         except json.JSONDecodeError as e:
             raise SteeringFileError(f"{path}: corrupt metadata: {e}") from e
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise SteeringFileError(f"{path}: format version {meta.get('format_version')!r}, this pas reads {FORMAT_VERSION}")
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "offsets"}
+        if meta.get("format_version") not in READABLE_VERSIONS:
+            raise SteeringFileError(f"{path}: format version {meta.get('format_version')!r}, this pas reads "
+                                    f"{list(READABLE_VERSIONS)}")
+        meta["format_version"] = FORMAT_VERSION  # read as the current format (version 1 = constant, no gate tensors)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _TENSORS}
         names = set(fields)
         required = {n for n, f in fields.items()
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -245,15 +323,19 @@ class SteeringVector:
         for key in ("probe_accuracies", "sigmas", "weights_sample"):
             if key in meta:
                 meta[key] = tuple(meta[key])
+        extra = set(tensors) - set(_TENSORS)
+        if extra:
+            raise SteeringFileError(f"{path}: unexpected tensors {sorted(extra)}")
+        gates = {n: tensors[n].float() for n in _TENSORS[1:] if n in tensors}
         try:
-            return cls(offsets=tensors["offsets"].float(), **meta)
+            return cls(offsets=tensors["offsets"].float(), **gates, **meta)
         except (TypeError, ValueError) as e:
             raise SteeringFileError(f"{path}: invalid steering vector: {e}") from e
 
     def __repr__(self) -> str:
         norm = float(self.offsets.norm())
-        return (f"SteeringVector(model={self.model_name!r}, subject={self.subject!r}, heads={len(self.heads)}, "
-                f"alpha={self.alpha}, positions={self.positions!r}, norm={norm:.3g})")
+        return (f"SteeringVector(model={self.model_name!r}, kind={self.kind!r}, subject={self.subject!r}, "
+                f"heads={len(self.heads)}, alpha={self.alpha}, positions={self.positions!r}, norm={norm:.3g})")
 
 
 @dataclass

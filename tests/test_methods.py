@@ -70,3 +70,60 @@ def test_tiny_model_methods_run(tiny_llama, tokenizer, papi):
     for name in ("base", "description"):
         score = score_subject(papi.bank, s, METHODS[name](ctx, s))
         assert 0 <= score.composite <= 20
+
+
+def test_reversed_options_score_values_not_letters(tiny_llama, tokenizer, papi):
+    """With reversed options the letter for answer 5 is E; the reported answers stay answer values."""
+    import numpy as np
+
+    from pas.prompts import PromptTemplate, few_shot_system
+    from pas.scoring import ItemScorer
+
+    scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
+    rev = scorer.reversed()
+    assert rev.template.reverse_options and rev.letter_ids == scorer.letter_ids[::-1]
+    text = rev.texts(papi.bank.test_ids[:1])[0]
+    assert "(A). Very Inaccurate" in text and "(E). Very Accurate" in text
+    assert "(A). Very Accurate" in scorer.texts(papi.bank.test_ids[:1])[0]
+    s = papi.subjects[0]
+    known = {i: 5 for i in papi.bank.train_ids[:1]}
+    assert "(E). Very Accurate" in few_shot_system(papi.bank, known, reverse=True)
+    assert PromptTemplate().fingerprint() != PromptTemplate(reverse_options=True).fingerprint()
+    ctx = MethodContext(papi.bank, papi.subjects, scorer, reverse_options=True)
+    pred = METHODS["base"](ctx, s)
+    assert pred.reversed is not None and set(np.unique(pred.reversed.answers)) <= {1, 2, 3, 4, 5}
+    # the reversed probabilities are over answer values: the same letter distribution read backwards
+    one = rev.score(papi.bank.test_ids[:3])
+    np.testing.assert_allclose(one.probs.sum(1), 1.0, rtol=1e-6)
+
+
+def test_readout_uses_known_items_only_and_beats_nothing_for_free(tiny_llama, tokenizer, papi):
+    import dataclasses
+
+    from pas.scoring import ItemScorer
+
+    ctx = MethodContext(papi.bank, papi.subjects, ItemScorer(tiny_llama, tokenizer, papi.bank))
+    s = papi.subjects[2]
+    a = METHODS["readout"](ctx, s)
+    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else r) for i, r in s.responses.items()})
+    b = METHODS["readout"](ctx, scrambled)
+    assert (a.answers == b.answers).all() and a.info["layer"] == b.info["layer"]
+    assert 0 <= score_subject(papi.bank, s, a).composite <= 20
+
+
+def test_fit_readout_finds_a_planted_signal(papi):
+    """A feature set that carries the answers is chosen over noise, and predicts held-out items."""
+    import numpy as np
+
+    from pas.readout import fit_readout
+
+    rng = np.random.default_rng(0)
+    s = papi.subjects[0]
+    known = s.responses_to(papi.bank.train_ids)
+    ids = sorted(known)
+    y = np.array([known[i] for i in ids], dtype=float)
+    signal = np.c_[y + rng.normal(0, 0.3, len(y)), rng.normal(size=(len(y), 20))]
+    noise = rng.normal(size=(len(y), 21))
+    fit = fit_readout({"noise": noise, "signal": signal}, y, papi.bank, s, ids, alphas=(0.1, 1.0, 10.0))
+    assert fit.key == "signal" and fit.cv.composite < 2.0
+    assert np.abs(fit.predict(signal) - y).mean() < 0.5

@@ -67,3 +67,22 @@ def test_unscorable_subject_is_named_and_others_kept(papi, tmp_path):
     assert f"subject {flat.case}" in err and "non-neutral" in err
     table = markdown_table(summarize(recs))
     assert f"_refuses: subject {flat.case} skipped" in table
+
+
+def test_reversed_gain_kept_is_worked_out_by_hand():
+    from pas.report import markdown_table, reversed_gain_kept, summarize
+
+    def rec(case, comp, rev=None):
+        r = {"case": case, "composite": comp, "domains": {d: comp / 5 for d in "OCEAN"}, "expected_composite": comp,
+             "papi_published": comp, "fit_seconds": 0.0, "eval_seconds": 0.0, "info": {}}
+        if rev is not None:
+            r["reversed"] = {"composite": rev}
+        return r
+
+    a3 = [rec("a", 3.0), rec("b", 3.4)]
+    method = [rec("a", 2.8, 2.9), rec("b", 3.2, 3.3)]  # gain 0.2 each; reversed keeps 0.1 each
+    assert abs(reversed_gain_kept(method, a3) - 0.5) < 1e-12
+    assert reversed_gain_kept([rec("a", 3.1, 2.0), rec("b", 3.5, 2.0)], a3) is None  # no gain to keep
+    summary = summarize({"always-3": a3, "m": method})
+    assert abs(summary["m"]["reversed_composite"] - 3.1) < 1e-12
+    assert "3.10 (50%)" in markdown_table(summary)
