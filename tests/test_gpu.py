@@ -15,6 +15,11 @@ def test_kernels_on_cuda():
     torch.testing.assert_close(add_head_offsets(x, d, torch.tensor(3)), add_head_offsets.reference(x, d, torch.tensor(3)))
     table, rows = torch.randn(5, 576, device="cuda"), torch.randint(0, 5, (16,), device="cuda")
     torch.testing.assert_close(add_row_bias(x, table, rows), add_row_bias.reference(x, table, rows))
+    from pas_kernels import add_gated_offsets
+
+    w, b = torch.randn(16, 1, 576, device="cuda"), torch.randn(16, 1, 9, device="cuda")
+    torch.testing.assert_close(add_gated_offsets(x, w, b, d, torch.tensor(3)),
+                               add_gated_offsets.reference(x, w, b, d, torch.tensor(3)), rtol=1e-4, atol=1e-4)
     xs = torch.randn(270, 60, 64, device="cuda")
     y = (xs[0, :, 0] > 0).float()
     acc = batched_logistic_accuracies(xs[:, :40], y[:40], xs[:, 40:], y[40:])
