@@ -19,7 +19,7 @@ from pathlib import Path
 from common import apply_threads
 from pas import ItemScorer, PASConfig, load_model, load_papi
 from pas.activations import answer_states, head_activations
-from pas.gated import letter_jacobian
+from pas.gated import calibrations
 from pas.data import select_subjects
 from pas.dpo import DPOSettings
 from pas.methods import LLM_METHODS, METHODS, NEEDS_MODEL, PAS_METHODS, MethodContext
@@ -89,8 +89,7 @@ def main(argv=None) -> int:
         one_time["answer_states_seconds"] = time.perf_counter() - t
     if "pas-gated" in methods:
         t = time.perf_counter()
-        for scorer in (ctx.scorer, ctx.scorer.reversed()):  # both option orders (see pas.gated)
-            letter_jacobian(scorer, data.bank.train_ids)
+        calibrations(ctx.scorer, data.bank.train_ids, ctx.pas_config.gate_both_orders)
         one_time["letter_jacobian_seconds"] = time.perf_counter() - t
     settings = run_settings(args.model, args.dtype, "(", ctx, data)
     records = run_methods(ctx, subjects, methods, out=out, settings=settings)

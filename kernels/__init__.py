@@ -13,7 +13,8 @@ from .ops import (add_gated_offsets, add_gated_offsets_reference, add_head_offse
 from .probes import batched_logistic_accuracies, fit_logistic, many_subject_accuracies, tie_aware_accuracy
 
 __all__ = [
-    "add_gated_offsets", "add_gated_offsets_reference", "add_head_offsets", "add_head_offsets_reference", "add_row_bias", "add_row_bias_reference",
+    "add_gated_offsets", "add_gated_offsets_reference", "add_head_offsets", "add_head_offsets_reference",
+    "add_row_bias", "add_row_bias_reference",
     "batched_logistic_accuracies", "compile_enabled", "compiled", "fit_logistic", "many_subject_accuracies",
     "tie_aware_accuracy",
 ]

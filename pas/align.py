@@ -115,7 +115,7 @@ class FitReport:
     fit_loss_start: float | None = None
     fit_loss_end: float | None = None
     learn_trace: list[tuple[int, float, float, float]] = field(default_factory=list)
-    gated: dict | None = None  # kind "gated": chosen layer, ridge alpha, gain, shift, readout CV composite
+    gated: dict | None = None  # kind "gated": gated layer, gain, shift, out-of-fold readout composite
 
     def summary(self) -> dict:
         """The scalar facts, for reports (traces left out)."""

@@ -36,7 +36,7 @@ import torch
 from .activations import answer_states
 from .adapter import layout
 from .data import Subject
-from .evaluate import Objective, objective
+from .evaluate import Objective, Prediction, objective
 from .hooks import add_gated, add_offsets
 from .prompts import LETTER_VALUES
 from .readout import fit_readout
@@ -62,11 +62,6 @@ class GatedFit:
     calibration: dict[tuple[float, float], tuple[float, float, float]]
 
 
-def _unsteered_letters(scorer: ItemScorer, ids: Sequence[int]) -> torch.Tensor:
-    with torch.no_grad():
-        return final_logits(scorer.model, scorer.encode(ids), scorer.letter_ids)[:, :5].float().cpu()
-
-
 def letter_jacobian(scorer: ItemScorer, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over items ``ids`` of d(centred letter logits)/d(head output) at the answer position, and the mean
     centred letter logits themselves: ``([5, L, H, D], [5])``. Person-independent, remembered by the scorer."""
@@ -77,7 +72,7 @@ def _letter_jacobian(scorer: ItemScorer, ids: Sequence[int]) -> tuple[torch.Tens
     model = scorer.model
     lay = layout(model)
     enc = scorer.encode(ids)
-    rows = []
+    rows, mean = [], None
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -88,12 +83,18 @@ def _letter_jacobian(scorer: ItemScorer, ids: Sequence[int]) -> tuple[torch.Tens
                 letters = final_logits(model, enc, scorer.letter_ids)[:, :5]
             (letters[:, k] - letters.mean(1)).sum().backward()
             rows.append(z.grad.float().cpu() / len(ids))
+            if mean is None:  # zero offsets: the unsteered letter logits
+                mean = letters.detach().float().cpu().mean(0)
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)
     jac = torch.stack(rows).reshape(5, lay.n_layers, lay.n_heads, lay.head_dim)
-    mean = _unsteered_letters(scorer, ids).mean(0)
     return jac, mean - mean.mean()
+
+
+def calibrations(scorer: ItemScorer, ids: Sequence[int], both_orders: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`letter_jacobian` of the scorer's option order (and of the reversed one with ``both_orders``)."""
+    return [letter_jacobian(sc, ids) for sc in ([scorer, scorer.reversed()] if both_orders else [scorer])]
 
 
 def _least_norm(jac: torch.Tensor, layer: int, target: torch.Tensor) -> torch.Tensor:
@@ -166,12 +167,6 @@ def _scores(scorer: ItemScorer, ids: Sequence[int], tables):
         return to_scores(final_logits(model, enc, scorer.letter_ids))
 
 
-@dataclass(frozen=True)
-class _Answers:
-    answers: np.ndarray
-    expected: np.ndarray
-
-
 def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: HeadReadouts, layer: int,
               tilt: torch.Tensor, correction: torch.Tensor, gains: Sequence[float] = GAINS,
               shifts: Sequence[float] = SHIFTS):
@@ -184,7 +179,7 @@ def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: H
         for part, w, b in zip(reads.folds, reads.fold_weights, reads.fold_intercepts):
             s = _scores(scorer, [ids[j] for j in part], gate_tables(w, b, layer, tilt, correction, shape, gain, shift))
             answers[part], expected[part] = s.answers, s.expected
-        seen[(gain, shift)] = objective(scorer.bank, subject, ids, _Answers(answers, expected))
+        seen[(gain, shift)] = objective(scorer.bank, subject, ids, Prediction(tuple(ids), answers, expected))
     best = min(seen, key=lambda k: (seen[k].key, abs(k[0]), abs(k[1])))
     return best, {k: (o.composite, o.expected, o.letter_mass) for k, o in seen.items()}
 
@@ -193,7 +188,8 @@ def fit_gated(scorer: ItemScorer, subject: Subject, layer: int = -1, *, seed: in
               both_orders: bool = False) -> GatedFit:
     """Learn one person's gated offsets on the heads of ``layer`` (negative: from the end), from known answers only.
 
-    ``both_orders=False`` solves the pushes for the scorer's option order only (a letter push; the ablation).
+    ``both_orders`` solves the pushes for both option orders at once (the default, False: the
+    scorer's order only, a letter push).
     """
     from .readout import PointScores
 
@@ -207,8 +203,7 @@ def fit_gated(scorer: ItemScorer, subject: Subject, layer: int = -1, *, seed: in
     y = np.array([known[i] for i in ids], dtype=np.float64)
     states = answer_states(scorer, bank.train_ids).rows(ids)
     reads = fit_head_readouts(states.heads[:, layer], y, bank, subject, ids, seed=seed)
-    orders = [scorer, scorer.reversed()] if both_orders else [scorer]
-    tilt, correction = pushes([letter_jacobian(sc, bank.train_ids) for sc in orders], layer)
+    tilt, correction = pushes(calibrations(scorer, bank.train_ids, both_orders), layer)
     (gain, shift), trace = calibrate(scorer, subject, ids, reads, layer, tilt, correction)
     w, b, v = gate_tables(reads.weights, reads.intercepts, layer, tilt, correction,
                           (lay.n_layers, lay.n_heads, lay.head_dim), gain, shift)

@@ -20,6 +20,7 @@ import numpy as np
 from .data import ItemBank, Subject
 from .evaluate import Prediction, UnscorableSubject
 from .prompts import description_system, few_shot_system
+from .readout import PointScores
 from .scoring import ItemScorer
 
 
@@ -38,10 +39,6 @@ class MethodContext:
 
     def others(self, subject: Subject) -> list[Subject]:
         return [s for s in self.population if s.case != subject.case]
-
-    def reversed_scorer(self, scorer: ItemScorer | None = None) -> ItemScorer:
-        """``scorer`` (default: the context's) with reversed options."""
-        return (scorer or self.scorer).reversed()
 
 
 Method = Callable[[MethodContext, Subject], Prediction]
@@ -71,7 +68,7 @@ def _llm(ctx: MethodContext, system_for: SystemFor = _no_system, steering=None,
     ids = ctx.bank.test_ids
     pred = _scored(scorer, ids, system_for(False), steering)
     if ctx.reverse_options:
-        pred.reversed = _scored(ctx.reversed_scorer(scorer), ids, system_for(True), steering)
+        pred.reversed = _scored(scorer.reversed(), ids, system_for(True), steering)
     return pred
 
 
@@ -146,8 +143,8 @@ def dpo(ctx: MethodContext, subject: Subject) -> Prediction:
 
 
 def _point(ids: Sequence[int], values: np.ndarray) -> Prediction:
-    expected = np.clip(np.asarray(values, dtype=np.float64), 1, 5)
-    return Prediction(tuple(ids), np.rint(expected).astype(int), expected)
+    s = PointScores.of(values)
+    return Prediction(tuple(ids), s.answers, s.expected)
 
 
 def always_3(ctx: MethodContext, subject: Subject) -> Prediction:

@@ -162,9 +162,12 @@ class SteeringVector:
         """The same steering as a gated vector (a constant offset is a gate with ``w = 0, b = 1``)."""
         if self.kind == "gated":
             return self
-        active = self.offsets.abs().sum(-1) > 0
         return dataclasses.replace(self, kind="gated", gate_weights=torch.zeros_like(self.offsets),
-                                   gate_bias=active.float())
+                                   gate_bias=self.steered_heads().float())
+
+    def steered_heads(self) -> torch.Tensor:
+        """``[n_layers, n_heads]``: True where the head's offset is not zero."""
+        return self.offsets.abs().sum(-1) > 0
 
     def _gated_sum(self, other: SteeringVector, how: str) -> SteeringVector:
         """Sum where at least one side is gated: defined when no head is steered by both.
@@ -172,7 +175,7 @@ class SteeringVector:
         On a shared head ``(w1.x + b1) v1 + (w2.x + b2) v2`` is not one gated offset, so it is refused.
         """
         a, b = self.as_gated(), other.as_gated()
-        shared = (a.offsets.abs().sum(-1) > 0) & (b.offsets.abs().sum(-1) > 0)
+        shared = a.steered_heads() & b.steered_heads()
         if bool(shared.any()):
             where = [tuple(x) for x in shared.nonzero().tolist()][:5]
             raise ValueError(f"cannot add a gated vector to one that steers the same heads {where} (layer, head): "
