@@ -68,7 +68,8 @@ def compile_kernels(model) -> dict[str, float]:
     from pas_kernels import add_gated_offsets
 
     w = torch.randn(lay.attn_width, device=x.device, dtype=x.dtype)
-    add_gated_offsets(x, w, torch.randn(lay.n_heads, device=x.device, dtype=x.dtype), w, torch.tensor(4))
+    add_gated_offsets(x, w, torch.randn(lay.n_heads, device=x.device, dtype=x.dtype), w, torch.tensor(4),
+                      torch.full((lay.n_heads,), 2.0, device=x.device, dtype=x.dtype))
     return dict(compile_seconds)
 
 

@@ -34,18 +34,21 @@ def add_row_bias_reference(y: torch.Tensor, table: torch.Tensor, rows: torch.Ten
 
 
 def add_gated_offsets_reference(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor, offsets: torch.Tensor,
-                                first: torch.Tensor) -> torch.Tensor:
-    """Gated hook mode: per head ``h``, ``x_h + (w_h . x_h + b_h) * v_h`` at positions ``>= first``.
+                                first: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """Gated hook mode: per head ``h``, ``x_h + clamp(w_h . x_h + b_h, -l_h, l_h) * v_h`` at positions ``>= first``.
 
     x: ``[B, T, H*D]``; weights, offsets: ``[H*D]`` (one vector for the batch) or ``[B, 1, H*D]``
-    (one per row); bias: ``[H]`` or ``[B, 1, H]``; first: 0-d tensor as in :func:`add_head_offsets_reference`.
-    The gate of each head reads that head's own output at the same position.
+    (one per row); bias, limit: ``[H]`` or ``[B, 1, H]`` (limit ``inf``: unlimited); first: 0-d tensor as
+    in :func:`add_head_offsets_reference`. The gate of each head reads that head's own output at the
+    same position.
     """
     n_heads = bias.shape[-1]
     xs = x.unflatten(-1, (n_heads, -1))  # [B, T, H, D]
     w = weights.to(x.dtype).unflatten(-1, (n_heads, -1))
     v = offsets.to(x.dtype).unflatten(-1, (n_heads, -1))
+    lim = limit.to(x.dtype)
     g = (xs * w).sum(-1) + bias.to(x.dtype)  # [B, T, H]
+    g = torch.maximum(torch.minimum(g, lim), -lim)
     t = torch.arange(x.shape[-2], device=x.device)
     g = g * (t >= first).to(x.dtype)[:, None]
     return (xs + g[..., None] * v).flatten(-2)

@@ -4,13 +4,15 @@ __version__ = "0.1.0"
 
 from .adapter import AttnOutSpec, register_architecture  # noqa: E402
 from .align import FitReport, PASConfig, align_to_subject, fit_subject  # noqa: E402
+from .assess import Assessment  # noqa: E402
 from .data import ItemBank, Subject, load_items, load_papi, load_subjects  # noqa: E402
 from .models import load_model  # noqa: E402
 from .scoring import ItemScorer  # noqa: E402
 from .steering import SteeringVector  # noqa: E402
+from .traits import group_vector, pole_vectors, type_vector  # noqa: E402
 
 __all__ = [
-    "AttnOutSpec", "FitReport", "ItemBank", "ItemScorer", "PASConfig", "SteeringVector", "Subject", "align_to_subject",
-    "fit_subject",
-    "load_items", "load_model", "load_papi", "load_subjects", "register_architecture",
+    "Assessment", "AttnOutSpec", "FitReport", "ItemBank", "ItemScorer", "PASConfig", "SteeringVector", "Subject",
+    "align_to_subject", "fit_subject", "group_vector",
+    "load_items", "load_model", "load_papi", "load_subjects", "pole_vectors", "register_architecture", "type_vector",
 ]

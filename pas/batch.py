@@ -41,8 +41,8 @@ def row_steering(model, vectors: Sequence[SteeringVector | None], rows: torch.Te
         return add_offsets(model, table, rows=rows, start=start, last_only=last_only)
     for v in real:
         v.check_model(model)
-    w, b, o = (torch.stack(t).to(model.device, model.dtype) for t in zip(*(v.gated_tables() for v in real)))
-    return add_gated(model, w, b, o, rows=rows, start=start, last_only=last_only)
+    w, b, o, lim = (torch.stack(t).to(model.device, model.dtype) for t in zip(*(v.gated_tables() for v in real)))
+    return add_gated(model, w, b, o, lim, rows=rows, start=start, last_only=last_only)
 
 
 def _vector_rows(vectors: Sequence[SteeringVector | None], device) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``.
+"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``, ``pas assess``, ``pas traits``.
 
 Every command takes ``--threads N`` (torch threads, set before any model work; on a
 busy 2-core machine 1 thread can be many times faster than 2).
@@ -17,9 +17,13 @@ from .methods import METHODS, PAS_METHODS
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
+    _add_data_args_no_subjects(p)
     p.add_argument("--subject", action="append", default=[], metavar="CASE", help="subject id (repeatable)")
     p.add_argument("--first", type=int, help="use the first N subjects of the data dir (N >= 1)")
+
+
+def _add_data_args_no_subjects(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--encoding", choices=["keyed", "responses"],
                    help="what the data dir's stored values are (default: its papi.json, else keyed as in PAPI)")
 
@@ -91,6 +95,60 @@ def _load_vectors(args, subjects) -> dict:
             raise SystemExit(f"{path} was made by {kind} (kind={v.kind}, learn={v.config.get('learn')}); "
                              f"scoring it as {wrong} would mislabel it: use --method {kind}")
     return vectors
+
+SOURCES = ("vector", "trait", "type", "cases", "system")
+
+
+def _check_source(args) -> None:
+    """At most one of --vector/--trait/--type/--cases/--system, each well-formed; before any model work."""
+    from .traits import parse_pole, type_poles
+
+    given = [f"--{name}" for name in SOURCES if getattr(args, name, None)]
+    if len(given) > 1:
+        raise SystemExit(f"give one of {', '.join(given)}, not several")
+    try:
+        if getattr(args, "trait", None):
+            parse_pole(args.trait)
+        if getattr(args, "type", None):
+            type_poles(args.type)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if getattr(args, "cases", None) and not Path(args.cases).is_file():
+        raise SystemExit(f"--cases {args.cases}: no such file (one subject id per line)")
+
+
+def _read_cases(path: str) -> list[str]:
+    cases = [line.split("#")[0].strip() for line in Path(path).read_text().splitlines()]
+    cases = [c for c in cases if c]
+    if not cases:
+        raise SystemExit(f"--cases {path}: no subject ids in it (one per line)")
+    return cases
+
+
+def _steering_source(args, model, tok, scorer=None):
+    """``(vector, system)`` from --vector/--trait/--type/--cases/--system (a trait, type or group is built
+    on the short-form statements here, in seconds); the vector is checked against ``model``."""
+    from .steering import SteeringVector
+
+    if args.vector:
+        vector = SteeringVector.load(args.vector)
+        vector = vector.for_weights_of(model) if args.allow_other_weights else vector
+        vector.check_model(model)
+        return vector, None
+    if not (args.trait or args.type or args.cases):
+        return None, getattr(args, "system", None)
+    from . import traits
+    from .data import load_papi, select_subjects
+    from .scoring import ItemScorer
+
+    data = load_papi(args.data_dir, encoding=args.encoding)
+    scorer = scorer or ItemScorer(model, tok, data.bank)
+    if args.trait:
+        return traits.pole_vectors(scorer, [args.trait])[traits.pole_name(args.trait)], None
+    if args.type:
+        return traits.type_vector(scorer, args.type), None
+    people = select_subjects(data.subjects, _read_cases(args.cases))
+    return traits.group_vector(scorer, people, name=f"group of {len(people)} ({Path(args.cases).name})"), None
 
 
 def cmd_eval(args) -> int:
@@ -166,20 +224,18 @@ def cmd_chat(args) -> int:
     from .chat import chat_loop, generate
     from .fluency import PERPLEXITY_BOUND, chat_strength, check_strength
     from .models import load_model
-    from .steering import SteeringVector
 
     strength = None if args.strength is None else check_strength(args.strength)  # before any model work
-    vector = SteeringVector.load(args.vector) if args.vector else None
-    if strength is not None and vector is None:
-        raise SystemExit("--strength needs --vector")
+    _check_source(args)
+    if strength is not None and not (args.vector or args.trait or args.type or args.cases):
+        raise SystemExit("--strength needs --vector, --trait, --type or --cases")
     model, tok = load_model(args.model, dtype=args.dtype)
     if args.adapter:
         from .dpo import load_adapter
 
         model = load_adapter(model, args.adapter)
+    vector, _ = _steering_source(args, model, tok)
     if vector is not None:
-        vector = vector.for_weights_of(model) if args.allow_other_weights else vector
-        vector.check_model(model)
         if strength is None:
             strength, ratios = chat_strength(model, tok, vector)
             tried = ", ".join(f"{s:g}: {r:.2f}x" for s, r in ratios.items())
@@ -191,6 +247,88 @@ def cmd_chat(args) -> int:
         return 0
     chat_loop(model, tok, vector, max_new_tokens=args.max_new_tokens)
     return 0
+
+
+def cmd_assess(args) -> int:
+    from .assess import assess, inventory_ids, keyed_means
+    from .data import load_papi
+    from .fluency import check_strength
+    from .models import load_model
+    from .prompts import PromptTemplate
+    from .report import dumps
+    from .scoring import ItemScorer
+
+    _check_source(args)
+    strength = None if args.strength is None else check_strength(args.strength)
+    if strength is not None and not (args.vector or args.trait or args.type or args.cases):
+        raise SystemExit("--strength needs --vector, --trait, --type or --cases")
+    data = load_papi(args.data_dir, encoding=args.encoding)
+    model, tok = load_model(args.model, dtype=args.dtype)
+    scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill), progress=not args.json)
+    vector, system = _steering_source(args, model, tok, scorer)
+    if vector is not None and strength is not None:
+        vector = vector * strength
+    result = assess(scorer, inventory_ids(data.bank, args.items), steering=vector, system=system,
+                    people=data.subjects)
+    what = (f"vector {args.vector}" if args.vector else f"trait {args.trait}" if args.trait
+            else f"type {args.type}" if args.type else f"group {args.cases}" if args.cases
+            else "system prompt" if system else "unsteered")
+    what += f", strength {strength:g}" if strength is not None else ""
+    # a saved person's vector: show that person's own scores on the same items beside the model's
+    owner = next((p for p in data.subjects if vector is not None and p.case == vector.subject), None)
+    own = keyed_means(data.bank, owner.responses_to(result.items))[0] if owner else {}
+    if args.json:
+        print(dumps({"model": args.model or "SmolLM2-135M-Instruct", "source": what, "items": args.items,
+                     **result.to_json(), "person": ({"case": owner.case, "domains": own} if owner else None)}))
+        return 0
+    print(f"IPIP-NEO assessment ({what}; {len(result.items)} items; keyed mean 1..5, percentile among the "
+          f"{len(data.subjects)} people of {data.root} on the same items)")
+    extra = f" person {owner.case} |" if owner else ""
+    print(f"| domain | score | expected-answer score | percentile |{extra}\n|---|---|---|---|{'---|' if owner else ''}")
+    for d, v in result.domains.items():
+        pct = result.percentiles.get(d) if result.percentiles else None
+        mine = f" {own[d]:.2f} |" if owner and d in own else (" — |" if owner else "")
+        print(f"| {d} | {v:.2f} | {result.domains_expected[d]:.2f} | {'' if pct is None else f'{pct:.0f}'} |{mine}")
+    print("facets: " + ", ".join(f"{f} {v:.2f}" for f, v in result.facets.items()))
+    print(f"letter mass {result.letter_mass:.3f}")
+    return 0
+
+
+def cmd_traits(args) -> int:
+    from .data import load_papi
+    from .models import load_model
+    from .scoring import ItemScorer
+    from .steering import check_writable
+    from .traits import POLES, TYPES, pole_vectors, type_vector
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out} is a file, not a directory")
+    names = list(POLES) + (list(TYPES) if args.types else [])
+    paths = {n: check_writable(out / f"{n}.safetensors", overwrite=args.overwrite) for n in names}  # before work
+    data = load_papi(args.data_dir, encoding=args.encoding)
+    model, tok = load_model(args.model, dtype=args.dtype)
+    t = time.perf_counter()
+    poles = pole_vectors(ItemScorer(model, tok, data.bank))
+    built = dict(poles)
+    if args.types:
+        built.update({m: type_vector(None, m, poles) for m in TYPES})
+    seconds = time.perf_counter() - t
+    for n in names:
+        built[n].save(paths[n], overwrite=args.overwrite)
+    print(f"{len(names)} vectors ({', '.join(names)}) built in {seconds:.1f} s from the short-form statements; "
+          f"saved under {out}")
+    return 0
+
+
+def _add_source_args(p: argparse.ArgumentParser, system: bool) -> None:
+    p.add_argument("--vector", help="steering vector file (.safetensors)")
+    p.add_argument("--trait", metavar="POLE", help="steer to a trait pole: O+ O- C+ C- E+ E- A+ A- N+ N-")
+    p.add_argument("--type", metavar="MBTI", help="steer to an MBTI type (e.g. INFP): the sum of its four poles")
+    p.add_argument("--cases", metavar="FILE", help="steer to a group: a file of subject ids (one per line) "
+                                                   "whose mean short-form answers become one vector")
+    if system:
+        p.add_argument("--system", metavar="TEXT", help="a system prompt instead of steering (e.g. a persona)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,9 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("align", help="learn a subject's steering vector and save it")
-    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
-    p.add_argument("--encoding", choices=["keyed", "responses"],
-                   help="what the data dir's stored values are (default: its papi.json, else keyed as in PAPI)")
+    _add_data_args_no_subjects(p)
     p.add_argument("--subject", required=True, metavar="CASE", help="subject id")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", "--force", action="store_true", help="replace --out if it exists")
@@ -230,9 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_arg(p)
     p.set_defaults(func=cmd_align)
 
-    p = sub.add_parser("chat", help="chat with the model, steered by a saved vector")
+    p = sub.add_parser("chat", help="chat with the model, steered by a saved vector, a trait pole, a type or a group")
     _add_model_args(p)
-    p.add_argument("--vector", help="steering vector file (.safetensors); none = unsteered")
+    _add_data_args_no_subjects(p)
+    _add_source_args(p, system=False)
     p.add_argument("--adapter", help="a subject's saved DPO adapter folder (pas eval --method dpo --adapter-dir)")
     p.add_argument("--strength", type=float, default=None,
                    help="multiply the vector by this (1 = as learned for questionnaires, which is too strong for "
@@ -242,6 +379,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate per reply (default 128)")
     _add_threads_arg(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("assess", help="give the model the IPIP-NEO inventory and score it like a person")
+    _add_data_args_no_subjects(p)
+    _add_model_args(p)
+    _add_source_args(p, system=True)
+    p.add_argument("--strength", type=float, default=None, help="multiply the steering vector by this")
+    p.add_argument("--items", choices=["120", "180", "300"], default="300",
+                   help="which items: the short form (120), the other 180 (vectors built from the short form "
+                        "are assessed on these), or all 300 (default)")
+    p.add_argument("--prefill", default="(", help="text that starts the assistant turn before the letter (default '(')")
+    p.add_argument("--json", action="store_true", help="JSON with domains, facets, percentiles and per-item answers")
+    _add_threads_arg(p)
+    p.set_defaults(func=cmd_assess)
+
+    p = sub.add_parser("traits", help="build the ten trait-pole vectors (and the 16 types) and save them")
+    _add_data_args_no_subjects(p)
+    _add_model_args(p)
+    p.add_argument("--out", required=True, help="folder for O+.safetensors ... N-.safetensors")
+    p.add_argument("--types", action="store_true", help="also save the 16 MBTI type vectors (ENFP.safetensors...)")
+    p.add_argument("--overwrite", "--force", action="store_true", help="replace existing files")
+    _add_threads_arg(p)
+    p.set_defaults(func=cmd_traits)
     return parser
 
 

@@ -159,6 +159,15 @@ def gate_tables(weights: torch.Tensor, intercepts: torch.Tensor, layer: int, til
     return w, b, v
 
 
+def gate_range(heads: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``[H]``: the largest |gate| each head takes on the answer-position outputs ``heads [N, H, D]``.
+
+    Used as the vector's ``gate_limit``: nothing changes on those questionnaire items, and on
+    other text (chat) a gate cannot run past the range its readout was fitted on.
+    """
+    return ((heads * weights).sum(-1) + bias).abs().amax(0)
+
+
 def _scores(scorer: ItemScorer, ids: Sequence[int], tables):
     model = scorer.model
     enc = scorer.encode(ids)

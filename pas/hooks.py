@@ -142,21 +142,25 @@ def add_gated(
     weights: torch.Tensor,
     bias: torch.Tensor,
     offsets: torch.Tensor,
+    limit: torch.Tensor | None = None,
     *,
     start: int | None = None,
     last_only: bool = False,
     rows: torch.Tensor | None = None,
 ) -> SteeringHandle:
-    """Hook gated offsets into ``model``: each head adds ``(w_h . x_h + b_h) * v_h`` to its own output ``x_h``.
+    """Hook gated offsets into ``model``: each head adds ``clamp(w_h . x_h + b_h, -l_h, l_h) * v_h`` to its own
+    output ``x_h``.
 
-    weights, offsets: ``[n_layers, n_heads * head_dim]``, bias: ``[n_layers, n_heads]``; or with
-    ``rows`` tables ``[n_vectors, ...]`` of those and ``rows: [batch]`` (``-1``: unsteered).
-    Position gating as in :func:`add_offsets`. Layers whose offsets are all zero get no hook;
-    the tensors may require grad (used to learn them).
+    weights, offsets: ``[n_layers, n_heads * head_dim]``, bias, limit: ``[n_layers, n_heads]`` (limit None
+    or ``inf``: unlimited); or with ``rows`` tables ``[n_vectors, ...]`` of those and ``rows: [batch]``
+    (``-1``: unsteered). Position gating as in :func:`add_offsets`. Layers whose offsets are all zero get
+    no hook; the tensors may require grad (used to learn them).
     """
     projs = o_proj_modules(model)
     learning = weights.requires_grad or bias.requires_grad or offsets.requires_grad
-    tables = (weights, bias, offsets)
+    if limit is None:
+        limit = torch.full_like(bias.detach(), float("inf"))
+    tables = (weights, bias, offsets, limit)
     if rows is not None:
         tables = tuple(torch.cat([t, t.new_zeros(1, *t.shape[1:])]) for t in tables)  # row -1 -> zeros
         tables = tuple(t[rows].transpose(0, 1)[:, :, None] for t in tables)  # [L, B, 1, ...], gathered once
@@ -169,19 +173,19 @@ def add_gated(
     for layer, proj in enumerate(projs):
         if not learning and not bool(tables[2][layer].any()):
             continue
-        w, b, v = (t[layer] for t in tables)
-        handle.handles.append(proj.register_forward_pre_hook(_make_gated_hook(w, b, v, state, start, last_only)))
+        w, b, v, lim = (t[layer] for t in tables)
+        handle.handles.append(proj.register_forward_pre_hook(_make_gated_hook(w, b, v, lim, state, start, last_only)))
     return handle
 
 
-def _make_gated_hook(w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, state: _PositionState,
+def _make_gated_hook(w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, lim: torch.Tensor, state: _PositionState,
                      start: int | None, last_only: bool):
     """Pre-hook for gated offsets; as in :func:`_make_hook`, only a partial gate runs the compiled kernel."""
     from pas_kernels import add_gated_offsets
 
     def step(x, first):
         kernel = add_gated_offsets.reference if first == 0 else add_gated_offsets
-        return kernel(x, w, b, v, torch.tensor(first))
+        return kernel(x, w, b, v, torch.tensor(first), lim)
 
     return _gated_positions(step, state, start, last_only)
 

@@ -195,3 +195,77 @@ def plot(summary: Mapping[str, dict], path: Path, title: str, llm_methods: Seque
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- personality space (benchmarks/traits.py)
+
+def _f(x: float | None, fmt: str = "+.2f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def poles_table(result: Mapping, strengths: Sequence[float]) -> str:
+    """Markdown: per pole, on-target shift (intended direction) and mean |off-target| shift per strength,
+    perplexity ratio per strength, the chat strength and its shift, and the prompting baseline."""
+    from .traits import on_off_target
+
+    head = (["pole"] + [f"on / off @ {s:g}" for s in strengths] + [f"ppl @ {s:g}" for s in strengths]
+            + ["chat strength: on / off", "prompt: on / off", "steering > prompt"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for pole, row in result["poles"].items():
+        cells = [pole]
+        for s in strengths:
+            on, off = on_off_target(row["strengths"][s]["shift"], pole)
+            cells.append(f"{on:+.2f} / {off:.2f}")
+        cells += [_f(row["strengths"][s]["perplexity"], ".3g") + "×" for s in strengths]
+        if "chat" in row:
+            on, off = on_off_target(row["chat"]["shift"], pole)
+            cells.append(f"{row['chat']['strength']:g}: {on:+.2f} / {off:.2f}")
+        else:
+            cells.append("—")
+        if "prompted" in row:
+            on_p, off_p = on_off_target(row["prompted"], pole)
+            best = max(on_off_target(row["strengths"][s]["shift"], pole)[0] for s in strengths)
+            cells += [f"{on_p:+.2f} / {off_p:.2f}", "yes" if best > on_p else "no"]
+        else:
+            cells += ["—", "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def types_table(result: Mapping) -> str:
+    """Markdown: per type, assessed shift of each domain and how many of the four mapped domains moved the
+    intended way (steered, and prompted where measured)."""
+    prompted = any("prompted" in r for r in result["types"].values())
+    head = ["type", "O", "C", "E", "A", "N", "intended sign (steered)"] + (["intended sign (prompt)"] if prompted else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mbti, r in result["types"].items():
+        cells = [mbti] + [f"{r['shift'][d]:+.2f}" for d in "OCEAN"] + [f"{sum(r['signs'].values())}/4"]
+        if prompted:
+            cells.append(f"{sum(r['prompted_signs'].values())}/4")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def heatmap(panels: Mapping[str, np.ndarray], rows: Sequence[str], cols: Sequence[str], path: Path,
+            title: str) -> Path:
+    """Side-by-side heatmaps (rows x cols, shared colour scale centred at 0), e.g. pole x assessed domain shift."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vmax = max(float(np.nanmax(np.abs(m))) for m in panels.values()) or 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 4.6), squeeze=False)
+    for ax, (name, m) in zip(axes[0], panels.items()):
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_xticks(range(len(cols)), cols)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_title(name, fontsize=9)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, f"{m[i, j]:+.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="assessed domain shift from base (1..5 scale)")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -28,10 +28,10 @@ from safetensors.torch import load_file, save_file
 from .adapter import ModelLayout, layout, o_proj_modules, o_proj_weight
 from .hooks import SteeringHandle, add_gated, add_offsets
 
-FORMAT_VERSION = 2  # 2: gated kind (gate_weights, gate_bias tensors); version-1 files (constant) still load
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2: gated kind (gate_weights, gate_bias); 3: optional gate_limit. Versions 1, 2 still load
+READABLE_VERSIONS = (1, 2, 3)
 KINDS = ("constant", "gated")
-_TENSORS = ("offsets", "gate_weights", "gate_bias")
+_TENSORS = ("offsets", "gate_weights", "gate_bias", "gate_limit")
 
 
 class SteeringFileError(ValueError):
@@ -54,6 +54,9 @@ class SteeringVector:
 
     ``kind="gated"`` adds ``gate_weights [n_layers, n_heads, head_dim]`` and ``gate_bias
     [n_layers, n_heads]``: head ``h`` then adds ``(gate_weights_h . x_h + gate_bias_h) * offsets_h``.
+    An optional ``gate_limit [n_layers, n_heads]`` (>= 0, ``inf`` = none) clamps each gate to
+    ``[-limit, limit]``: set to the range the gate takes on the questionnaire items it was fitted on,
+    it changes nothing there and stops the readout extrapolating on other text (chat).
 
     ``positions`` is how the offsets were learned and are evaluated on questionnaires:
     ``"last"`` (the answer position only) or ``"all"``. Provenance (``subject``, ``item_hash``
@@ -82,6 +85,7 @@ class SteeringVector:
     kind: str = "constant"
     gate_weights: torch.Tensor | None = None
     gate_bias: torch.Tensor | None = None
+    gate_limit: torch.Tensor | None = None
     pas_version: str = field(default_factory=_pas_version)
     format_version: int = FORMAT_VERSION
 
@@ -105,6 +109,13 @@ class SteeringVector:
                     raise ValueError(f"{name} have shape {tuple(tensor.shape)}, expected {want}")
                 if not torch.isfinite(tensor).all():
                     raise ValueError(f"steering {name} contain NaN or inf")
+        if self.gate_limit is not None:
+            if not gated:
+                raise ValueError(f"gate_limit is given for a {self.kind} vector")
+            if tuple(self.gate_limit.shape) != shape[:2]:
+                raise ValueError(f"gate_limit have shape {tuple(self.gate_limit.shape)}, expected {shape[:2]}")
+            if bool(torch.isnan(self.gate_limit).any()) or bool((self.gate_limit < 0).any()):
+                raise ValueError("steering gate_limit must be >= 0 (inf = unlimited), without NaN")
 
     # ------------------------------------------------------------ building
 
@@ -116,7 +127,7 @@ class SteeringVector:
         lay = layout(model)
         meta.setdefault("weights_sample", weights_sample(model))
         for name, shape in (("gate_weights", (lay.n_layers, lay.n_heads, lay.head_dim)),
-                            ("gate_bias", (lay.n_layers, lay.n_heads))):
+                            ("gate_bias", (lay.n_layers, lay.n_heads)), ("gate_limit", (lay.n_layers, lay.n_heads))):
             if meta.get(name) is not None:
                 meta[name] = meta[name].detach().float().cpu().reshape(shape).contiguous()
         return cls(
@@ -132,7 +143,16 @@ class SteeringVector:
         return dataclasses.replace(self, offsets=offsets, alpha=None, derived=derived)
 
     def __mul__(self, k: float) -> SteeringVector:
-        return self._with_offsets(self.offsets * float(k), f"scaled by {float(k)}")
+        """Scaled steering. A gated vector scales its gates and keeps its pushes (the same output), so
+        that scaled vectors still add where they push alike (see :meth:`_gated_sum`)."""
+        k, how = float(k), f"scaled by {float(k)}"
+        if self.kind == "gated":
+            limit = self.gate_limit
+            if limit is not None:  # inf stays inf (inf * 0 would be NaN)
+                limit = torch.where(torch.isinf(limit), limit, limit * abs(k))
+            return dataclasses.replace(self._with_offsets(self.offsets, how), gate_weights=self.gate_weights * k,
+                                       gate_bias=self.gate_bias * k, gate_limit=limit)
+        return self._with_offsets(self.offsets * k, how)
 
     __rmul__ = __mul__
 
@@ -170,20 +190,42 @@ class SteeringVector:
         return self.offsets.abs().sum(-1) > 0
 
     def _gated_sum(self, other: SteeringVector, how: str) -> SteeringVector:
-        """Sum where at least one side is gated: defined when no head is steered by both.
+        """Sum where at least one side is gated.
 
-        On a shared head ``(w1.x + b1) v1 + (w2.x + b2) v2`` is not one gated offset, so it is refused.
+        ``(w1.x + b1) v1 + (w2.x + b2) v2`` is one gated offset on a head only when the pushes are
+        parallel, ``v2 = c v1``: then it is ``((w1 + c w2).x + b1 + c b2) v1``. Heads steered by one
+        side keep theirs; a head both steer with pushes that are not parallel is refused.
         """
         a, b = self.as_gated(), other.as_gated()
         shared = a.steered_heads() & b.steered_heads()
-        if bool(shared.any()):
-            where = [tuple(x) for x in shared.nonzero().tolist()][:5]
-            raise ValueError(f"cannot add a gated vector to one that steers the same heads {where} (layer, head): "
-                             f"the sum of two gated offsets on a head is not a gated offset. Apply them to "
-                             f"different heads, or use one vector at a time")
-        summed = a._with_offsets(a.offsets + b.offsets, how)
-        return dataclasses.replace(summed, gate_weights=a.gate_weights + b.gate_weights,
-                                   gate_bias=a.gate_bias + b.gate_bias)
+        ratio = torch.zeros(a.gate_bias.shape)  # c per shared head
+        bad = []
+        for layer, h in shared.nonzero().tolist():
+            v1, v2 = a.offsets[layer, h].double(), b.offsets[layer, h].double()
+            c = float(v1 @ v2 / (v1 @ v1))
+            if float((v2 - c * v1).norm()) > 1e-5 * float(v2.norm()):
+                bad.append((layer, h))
+            ratio[layer, h] = c
+        if bad:
+            raise ValueError(f"cannot add gated vectors that push the same heads {bad[:5]} (layer, head) in "
+                             f"different directions: the sum of two gated offsets on a head is a gated offset only "
+                             f"when their pushes are parallel. Apply them to different heads, or use one at a time")
+        own = ~shared
+        gate_weights = a.gate_weights + torch.where(shared[..., None], ratio[..., None] * b.gate_weights, b.gate_weights)
+        gate_bias = a.gate_bias + torch.where(shared, ratio * b.gate_bias, b.gate_bias)
+        offsets = a.offsets + b.offsets * own[..., None]
+        limit = None
+        if a.gate_limit is not None or b.gate_limit is not None:  # exact wherever neither gate reaches its limit
+            la, lb = a.limits(), b.limits()
+            limit = torch.where(shared, la + ratio.abs() * lb, torch.where(b.steered_heads(), lb, la))
+        summed = a._with_offsets(offsets, how)
+        return dataclasses.replace(summed, gate_weights=gate_weights, gate_bias=gate_bias, gate_limit=limit)
+
+    def limits(self) -> torch.Tensor:
+        """``[n_layers, n_heads]`` gate limits (``inf`` where none)."""
+        if self.gate_limit is not None:
+            return self.gate_limit
+        return torch.full((self.n_layers, self.n_heads), float("inf"))
 
     def __sub__(self, other: SteeringVector) -> SteeringVector:
         return self + (-other)
@@ -242,16 +284,16 @@ class SteeringVector:
         """Hook the offsets into ``model`` (mutates it until ``remove()``); usable as a context manager."""
         self.check_model(model)
         if self.kind == "gated":
-            w, b, v = self.gated_tables(model.device)
-            return add_gated(model, w.to(model.dtype), b.to(model.dtype), v.to(model.dtype), start=start,
-                             last_only=last_only)
+            w, b, v, lim = (t.to(model.dtype) for t in self.gated_tables(model.device))
+            return add_gated(model, w, b, v, lim, start=start, last_only=last_only)
         return add_offsets(model, self.flat_offsets(model.device), start=start, last_only=last_only)
 
-    def gated_tables(self, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(weights [L, H*D], bias [L, H], offsets [L, H*D])`` as :func:`pas.hooks.add_gated` takes them."""
+    def gated_tables(self, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(weights [L, H*D], bias [L, H], offsets [L, H*D], limit [L, H])`` as :func:`pas.hooks.add_gated`
+        takes them."""
         g = self.as_gated()
         return (g.gate_weights.reshape(self.n_layers, -1).to(device), g.gate_bias.to(device),
-                g.flat_offsets(device))
+                g.flat_offsets(device), g.limits().to(device))
 
     def fold(self, model) -> FoldedSteering:
         """Add ``W_o @ delta`` (computed in fp32) to each output projection's bias; ``.unfold()`` restores it exactly.

@@ -111,3 +111,28 @@ def test_benchmark_counts_and_no_model_without_llm_methods(data_dir, tmp_path, m
         finally:
             torch.set_num_threads(torch_threads)
     sys.modules.pop("pas_vs_dpo", None)
+
+
+def test_assess_and_chat_sources_are_checked_first(data_dir, capsys, no_model):
+    base = ["assess", "--data-dir", str(data_dir)]
+    with pytest.raises(SystemExit, match="not several"):
+        main(base + ["--trait", "E+", "--type", "INFP"])
+    with pytest.raises(SystemExit, match="trait pole"):
+        main(base + ["--trait", "X+"])
+    with pytest.raises(SystemExit, match="MBTI"):
+        main(base + ["--type", "INFQ"])
+    with pytest.raises(SystemExit, match="--strength needs"):
+        main(base + ["--strength", "0.5"])
+    with pytest.raises(SystemExit, match="no such file"):
+        main(base + ["--cases", "/nonexistent/cases.txt"])
+    with pytest.raises(SystemExit, match="--strength needs"):
+        main(["chat", "--strength", "0.5", "--prompt", "hi"])
+
+
+def test_traits_out_is_checked_first(data_dir, tmp_path, capsys, no_model):
+    (tmp_path / "E+.safetensors").write_text("keep me")
+    assert main(["traits", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 2
+    assert "exists" in capsys.readouterr().err and (tmp_path / "E+.safetensors").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="is a file"):
+        main(["traits", "--data-dir", str(data_dir), "--out", str(tmp_path / "file")])

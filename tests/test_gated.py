@@ -97,6 +97,7 @@ def test_gated_score_many_equals_one_by_one(tiny_llama, tokenizer, papi):
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     ids = papi.bank.test_ids[:6]
     vecs = [dataclasses.replace(random_gated(tiny_llama, seed=s), positions="last") for s in range(2)]
+    vecs[1] = dataclasses.replace(vecs[1], gate_limit=torch.full(vecs[1].gate_bias.shape, 0.1))  # clamped gates
     mixed = [vecs[0], None, vecs[1]]
     many = score_many(scorer, ids, mixed)
     for got, v in zip(many, mixed):
@@ -108,9 +109,19 @@ def test_gated_save_load_and_fold_refuses(tiny, tmp_path):
     vec = random_gated(tiny)
     path = vec.save(tmp_path / "g.safetensors")
     back = SteeringVector.load(path)
-    assert back.kind == "gated" and back.format_version == 2
+    assert back.kind == "gated" and back.format_version == 3 and back.gate_limit is None
     for name in ("offsets", "gate_weights", "gate_bias"):
         assert torch.equal(getattr(back, name), getattr(vec, name))
+    limit = torch.full(vec.gate_bias.shape, float("inf"))
+    limit[1] = 0.25
+    limited = dataclasses.replace(vec, gate_limit=limit)
+    back = SteeringVector.load(limited.save(tmp_path / "limited.safetensors"))
+    assert torch.equal(back.gate_limit, limit)  # inf survives the file
+    assert torch.equal((limited * -2.0).gate_limit, limit * 2.0)
+    with pytest.raises(ValueError, match="gate_limit must be >= 0"):
+        dataclasses.replace(vec, gate_limit=-limit)
+    with pytest.raises(ValueError, match="gate_limit is given for a constant"):
+        dataclasses.replace(vec, kind="constant", gate_weights=None, gate_bias=None, gate_limit=limit)
     with pytest.raises(ValueError, match="cannot be folded"):
         vec.fold(tiny)
     with pytest.raises(ValueError, match="gate_weights is missing"):
@@ -147,16 +158,31 @@ def test_version_1_file_still_loads_with_identical_logits(tiny, tokenizer, tmp_p
 def test_gated_arithmetic(tiny):
     a = random_gated(tiny, seed=1, layers=(1,))
     b = random_gated(tiny, seed=2, layers=(2,))
-    assert torch.equal((a * 0.5).offsets, a.offsets * 0.5) and torch.equal((a * 0.5).gate_weights, a.gate_weights)
+    half = a * 0.5  # gates scale, pushes stay: the same output as halving the pushes
+    assert torch.equal(half.offsets, a.offsets) and torch.equal(half.gate_weights, a.gate_weights * 0.5)
     s = a + b  # different heads: defined
     assert s.kind == "gated" and torch.equal(s.gate_weights[2], b.gate_weights[2])
     with pytest.raises(ValueError, match="same heads"):
-        a + random_gated(tiny, seed=3, layers=(1,))
+        a + random_gated(tiny, seed=3, layers=(1,))  # same heads, pushes not parallel
+
+
+def test_gated_sum_with_parallel_pushes_adds_their_changes(tiny):
+    """Two gated vectors pushing the same heads alike add: the sum's change to a head output is the sum of
+    their changes; scaling a gated vector (gates) equals scaling its pushes."""
+    from pas_kernels import add_gated_offsets_reference as gated_add
+
+    a = random_gated(tiny, seed=1, layers=(1,))
+    b = dataclasses.replace(random_gated(tiny, seed=4, layers=(1,)), offsets=a.offsets * -2.0)  # parallel pushes
     lay = layout(tiny)
-    const = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
-    const[0, 1] = 1.0
-    mixed = a + SteeringVector.for_model(tiny, const, positions="all")
-    assert mixed.kind == "gated" and float(mixed.gate_bias[0, 1]) == 1.0
+    x = torch.randn(2, 5, lay.n_heads * lay.head_dim, generator=torch.Generator().manual_seed(0))
+
+    def change(vec):
+        w, bias, v, lim = vec.gated_tables()
+        return gated_add(x, w[1], bias[1], v[1], torch.tensor(0), lim[1]) - x
+
+    torch.testing.assert_close(change(a + 0.5 * b), change(a) + change(0.5 * b), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(change(a * 0.5), change(a._with_offsets(a.offsets * 0.5, "halved")))
+    torch.testing.assert_close(change(-a), -change(a))
 
 
 def test_fit_gated_tiny_uses_known_items_only(tiny_llama, tokenizer, papi, tmp_path, monkeypatch):
@@ -182,7 +208,16 @@ def test_gated_kernel_matches_reference():
         shape = (3, 1, 32) if rows else (32,)
         w, v = torch.randn(shape), torch.randn(shape)
         b = torch.randn((3, 1, 4) if rows else (4,))
+        lim = torch.rand(b.shape) * 2
+        lim[..., 0] = float("inf")  # head 0 unlimited
         for first in (0, 2, 5):
-            ref = add_gated_offsets.reference(x, w, b, v, torch.tensor(first))
-            torch.testing.assert_close(add_gated_offsets(x, w, b, v, torch.tensor(first)), ref, rtol=1e-5, atol=1e-5)
+            ref = add_gated_offsets.reference(x, w, b, v, torch.tensor(first), lim)
+            torch.testing.assert_close(add_gated_offsets(x, w, b, v, torch.tensor(first), lim), ref, rtol=1e-5,
+                                       atol=1e-5)
             torch.testing.assert_close(ref[:, :first], x[:, :first])
+        # the gate is clamped to [-lim, lim]: recover it from the change along each head's push
+        change = (ref - x).unflatten(-1, (4, 8))[:, first:]
+        push = v.unflatten(-1, (4, 8))
+        gate = (change * push).sum(-1) / (push * push).sum(-1)
+        gate_free = (x.unflatten(-1, (4, 8))[:, first:] * w.unflatten(-1, (4, 8))).sum(-1) + b
+        torch.testing.assert_close(gate, torch.maximum(torch.minimum(gate_free, lim), -lim), rtol=1e-4, atol=1e-4)
