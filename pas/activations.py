@@ -147,18 +147,21 @@ class AnswerStates:
         return AnswerStates(tuple(ids), self.residual[idx], self.heads[idx])
 
 
-def answer_states(scorer, ids: Sequence[int]) -> AnswerStates:
-    """States at the answer position of items ``ids`` under ``scorer``'s prompt (no system prompt), remembered."""
+def answer_states(scorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
+    """States at the answer position of items ``ids`` under ``scorer``'s prompt; remembered when there is no
+    system prompt (then they are the same for every person)."""
+    if system is not None:
+        return _answer_states(scorer, ids, system)
     return scorer.remember(("answer_states", tuple(ids)), lambda: _answer_states(scorer, ids))
 
 
 @torch.no_grad()
-def _answer_states(scorer, ids: Sequence[int]) -> AnswerStates:
+def _answer_states(scorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
     from .scoring import _new_cache
 
     model = scorer.model
     lay = layout(model)
-    enc = scorer.encode(ids)
+    enc = scorer.encode(ids, system)
     grabbed: list[torch.Tensor | None] = [None] * lay.n_layers
 
     def grab(layer):

@@ -1,4 +1,4 @@
-"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``, ``pas assess``, ``pas traits``.
+"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``, ``pas assess``, ``pas traits``, ``pas persona``.
 
 Every command takes ``--threads N`` (torch threads, set before any model work; on a
 busy 2-core machine 1 thread can be many times faster than 2).
@@ -96,11 +96,12 @@ def _load_vectors(args, subjects) -> dict:
                              f"scoring it as {wrong} would mislabel it: use --method {kind}")
     return vectors
 
-SOURCES = ("vector", "trait", "type", "cases", "system")
+SOURCES = ("vector", "trait", "type", "cases", "persona", "system")
+_BUILT = ("vector", "trait", "type", "cases", "persona")  # the sources that are steering vectors
 
 
 def _check_source(args) -> None:
-    """At most one of --vector/--trait/--type/--cases/--system, each well-formed; before any model work."""
+    """At most one of --vector/--trait/--type/--cases/--persona/--system, each well-formed; before any model work."""
     from .traits import parse_pole, type_poles
 
     given = [f"--{name}" for name in SOURCES if getattr(args, name, None)]
@@ -115,6 +116,10 @@ def _check_source(args) -> None:
         raise SystemExit(str(e)) from None
     if getattr(args, "cases", None) and not Path(args.cases).is_file():
         raise SystemExit(f"--cases {args.cases}: no such file (one subject id per line)")
+    if getattr(args, "persona", None) is not None and not args.persona.strip():
+        raise SystemExit("--persona is empty: give the persona's text")
+    if getattr(args, "strength", None) is not None and not any(getattr(args, n, None) for n in _BUILT):
+        raise SystemExit("--strength needs --vector, --trait, --type, --cases or --persona")
 
 
 def _read_cases(path: str) -> list[str]:
@@ -126,8 +131,8 @@ def _read_cases(path: str) -> list[str]:
 
 
 def _steering_source(args, model, tok, scorer=None):
-    """``(vector, system)`` from --vector/--trait/--type/--cases/--system (a trait, type or group is built
-    on the short-form statements here, in seconds); the vector is checked against ``model``."""
+    """``(vector, system)`` from --vector/--trait/--type/--cases/--persona/--system (a trait, type, group or
+    persona is built on the short-form questionnaire prompts here, in seconds); checked against ``model``."""
     from .steering import SteeringVector
 
     if args.vector:
@@ -135,7 +140,7 @@ def _steering_source(args, model, tok, scorer=None):
         vector = vector.for_weights_of(model) if args.allow_other_weights else vector
         vector.check_model(model)
         return vector, None
-    if not (args.trait or args.type or args.cases):
+    if not (args.trait or args.type or args.cases or args.persona):
         return None, getattr(args, "system", None)
     from . import traits
     from .data import load_papi, select_subjects
@@ -147,6 +152,10 @@ def _steering_source(args, model, tok, scorer=None):
         return traits.pole_vectors(scorer, [args.trait])[traits.pole_name(args.trait)], None
     if args.type:
         return traits.type_vector(scorer, args.type), None
+    if args.persona:
+        from .persona import persona_vector
+
+        return persona_vector(scorer, args.persona), None
     people = select_subjects(data.subjects, _read_cases(args.cases))
     return traits.group_vector(scorer, people, name=f"group of {len(people)} ({Path(args.cases).name})"), None
 
@@ -227,8 +236,6 @@ def cmd_chat(args) -> int:
 
     strength = None if args.strength is None else check_strength(args.strength)  # before any model work
     _check_source(args)
-    if strength is not None and not (args.vector or args.trait or args.type or args.cases):
-        raise SystemExit("--strength needs --vector, --trait, --type or --cases")
     model, tok = load_model(args.model, dtype=args.dtype)
     if args.adapter:
         from .dpo import load_adapter
@@ -260,8 +267,6 @@ def cmd_assess(args) -> int:
 
     _check_source(args)
     strength = None if args.strength is None else check_strength(args.strength)
-    if strength is not None and not (args.vector or args.trait or args.type or args.cases):
-        raise SystemExit("--strength needs --vector, --trait, --type or --cases")
     data = load_papi(args.data_dir, encoding=args.encoding)
     model, tok = load_model(args.model, dtype=args.dtype)
     scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill), progress=not args.json)
@@ -272,7 +277,7 @@ def cmd_assess(args) -> int:
                     people=data.subjects)
     what = (f"vector {args.vector}" if args.vector else f"trait {args.trait}" if args.trait
             else f"type {args.type}" if args.type else f"group {args.cases}" if args.cases
-            else "system prompt" if system else "unsteered")
+            else "persona vector" if args.persona else "system prompt" if system else "unsteered")
     what += f", strength {strength:g}" if strength is not None else ""
     # a saved person's vector: show that person's own scores on the same items beside the model's
     owner = next((p for p in data.subjects if vector is not None and p.case == vector.subject), None)
@@ -321,12 +326,39 @@ def cmd_traits(args) -> int:
     return 0
 
 
+def cmd_persona(args) -> int:
+    from .data import load_papi
+    from .models import load_model
+    from .persona import context_tokens, persona_vector
+    from .scoring import ItemScorer
+    from .steering import check_writable
+
+    text = Path(args.file).read_text() if args.file else args.text
+    if not text or not text.strip():
+        raise SystemExit("give the persona's text (or --file FILE)")
+    out = check_writable(args.out, overwrite=args.overwrite)  # before any model work
+    data = load_papi(args.data_dir, encoding=args.encoding)
+    model, tok = load_model(args.model, dtype=args.dtype)
+    t = time.perf_counter()
+    vector = persona_vector(ItemScorer(model, tok, data.bank), text, construction=args.construction)
+    path = vector.save(out, overwrite=args.overwrite)
+    print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s ({args.construction}"
+          + (f", strength {vector.config['strength']:g}" if "strength" in vector.config else "")
+          + f"); as a system prompt it would cost {context_tokens(tok, text)} tokens per call")
+    if vector.config.get("strength") == 0:
+        print("note: with this persona as system prompt the model answers the questionnaire prompts as it does "
+              "without it, so there is nothing to distil: the vector is zero", file=sys.stderr)
+    return 0
+
+
 def _add_source_args(p: argparse.ArgumentParser, system: bool) -> None:
     p.add_argument("--vector", help="steering vector file (.safetensors)")
     p.add_argument("--trait", metavar="POLE", help="steer to a trait pole: O+ O- C+ C- E+ E- A+ A- N+ N-")
     p.add_argument("--type", metavar="MBTI", help="steer to an MBTI type (e.g. INFP): the sum of its four poles")
     p.add_argument("--cases", metavar="FILE", help="steer to a group: a file of subject ids (one per line) "
                                                    "whose mean short-form answers become one vector")
+    p.add_argument("--persona", metavar="TEXT", help="steer to a written persona, distilled into a vector "
+                                                     "(pas.persona; no prompt at use)")
     if system:
         p.add_argument("--system", metavar="TEXT", help="a system prompt instead of steering (e.g. a persona)")
 
@@ -401,6 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", "--force", action="store_true", help="replace existing files")
     _add_threads_arg(p)
     p.set_defaults(func=cmd_traits)
+
+    p = sub.add_parser("persona", help="distil a written persona into a steering vector and save it")
+    p.add_argument("text", nargs="?", help="the persona, e.g. \"a retired nurse who volunteers at the library\"")
+    p.add_argument("--file", help="read the persona from this text file instead")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--construction", choices=["contrast", "profile"], default="contrast",
+                   help="contrast: mean head-output change the persona prompt makes (default); profile: the "
+                        "prompted model's answers as a gated profile")
+    p.add_argument("--overwrite", "--force", action="store_true", help="replace --out if it exists")
+    _add_data_args_no_subjects(p)
+    _add_model_args(p)
+    _add_threads_arg(p)
+    p.set_defaults(func=cmd_persona)
     return parser
 
 

@@ -168,6 +168,21 @@ def gate_range(heads: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor) -
     return ((heads * weights).sum(-1) + bias).abs().amax(0)
 
 
+def recentre(vector, reference: ItemScorer, context: ItemScorer, ids: Sequence[int] | None = None):
+    """``vector`` with each gate re-centred for another prompt context (wording, extra turns): the gate reads
+    a head's output relative to its mean over items ``ids`` (default the short form) *in that context*
+    instead of in the ``reference`` context it was fitted in. Uses prompts only, no answers:
+    ``b' = b - w . (mean_context - mean_reference)``."""
+    import dataclasses
+
+    if vector.kind != "gated":
+        return vector
+    ids = tuple(reference.bank.train_ids if ids is None else ids)
+    shift = answer_states(context, ids).heads.mean(0) - answer_states(reference, ids).heads.mean(0)  # [L, H, D]
+    bias = vector.gate_bias - (vector.gate_weights * shift).sum(-1)
+    return dataclasses.replace(vector, gate_bias=bias, derived=f"re-centred for another context of ({vector.derived})")
+
+
 def _scores(scorer: ItemScorer, ids: Sequence[int], tables):
     model = scorer.model
     enc = scorer.encode(ids)

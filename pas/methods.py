@@ -42,7 +42,8 @@ class MethodContext:
 
 
 Method = Callable[[MethodContext, Subject], Prediction]
-LLM_METHODS = ("base", "few-shot", "description", "pas", "pas-learned", "pas+few-shot", "pas-gated", "dpo")
+LLM_METHODS = ("base", "few-shot", "description", "description-vector", "pas", "pas-learned", "pas+few-shot",
+               "pas-gated", "dpo")
 YARDSTICKS = ("always-3", "population-median", "ridge", "readout")
 PAS_METHODS = ("pas", "pas-learned", "pas+few-shot", "pas-gated")  # methods that fit (or take) a steering vector
 NEEDS_MODEL = LLM_METHODS + ("readout",)
@@ -93,6 +94,27 @@ def description(ctx: MethodContext, subject: Subject) -> Prediction:
         raise UnscorableSubject(f"subject {subject.case} has no description (personality_descriptions.json)")
     text = description_system(subject.description)
     return _llm(ctx, lambda reverse: text)
+
+
+def description_vector(ctx: MethodContext, subject: Subject) -> Prediction:
+    """The subject's prose description distilled into a vector (:mod:`pas.persona`), no prompt at scoring."""
+    import time
+
+    from .persona import context_tokens, persona_vector
+
+    if not subject.description:
+        raise UnscorableSubject(f"subject {subject.case} has no description (personality_descriptions.json)")
+    if ctx.scorer is None:
+        raise ValueError("this method needs a model")
+    text = description_system(subject.description)
+    t0 = time.perf_counter()
+    vector = persona_vector(ctx.scorer, text, name=subject.case)
+    fit_seconds = time.perf_counter() - t0
+    pred = _llm(ctx, _no_system, vector)
+    pred.fit_seconds = fit_seconds
+    pred.info.update({"distil_strength": vector.config["strength"],
+                      "prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text)})
+    return pred
 
 
 def _pas(variant: str) -> Method:
@@ -213,6 +235,7 @@ METHODS: dict[str, Method] = {
     "base": base,
     "few-shot": few_shot,
     "description": description,
+    "description-vector": description_vector,
     "pas": _pas("pas"),
     "pas-learned": _pas("pas-learned"),
     "pas+few-shot": _pas("pas+few-shot"),

@@ -29,10 +29,18 @@ def _options(reverse: bool) -> tuple[str, ...]:
     return OPTION_NAMES[::-1] if reverse else OPTION_NAMES
 
 
-def _item_template(reverse: bool = False) -> str:
-    return ('Given a statement of you: "You {statement}"\n'
-            "Please choose from the following options to identify how accurately this statement describes you.\n"
-            "Options:\n"
+STYLES = ("papi", "plain")  # PAPI's item wording, and a plain one (to check a vector's template stability)
+
+
+def _item_template(reverse: bool = False, style: str = "papi") -> str:
+    if style == "papi":
+        head = ('Given a statement of you: "You {statement}"\n'
+                "Please choose from the following options to identify how accurately this statement describes you.\n")
+    elif style == "plain":
+        head = 'How well does this describe you: "You {statement}"\n'
+    else:
+        raise ValueError(f"template style must be one of {STYLES}, not {style!r}")
+    return (head + "Options:\n"
             + "".join(f"({letter}). {name}\n" for letter, name in zip(LETTERS, _options(reverse)))
             + "\nAnswer:")
 
@@ -53,9 +61,9 @@ def second_person(text: str) -> str:
     return "".join(out)
 
 
-def item_prompt(text: str, reverse: bool = False) -> str:
-    """PAPI's user message for one item (options in reverse order with ``reverse``)."""
-    return _item_template(reverse).format(statement=second_person(text))
+def item_prompt(text: str, reverse: bool = False, style: str = "papi") -> str:
+    """The user message for one item: PAPI's wording, or ``style="plain"`` (options reversed with ``reverse``)."""
+    return _item_template(reverse, style).format(statement=second_person(text))
 
 
 def value_letters(reverse: bool = False) -> tuple[str, ...]:
@@ -95,12 +103,14 @@ class PromptTemplate:
 
     prefill: str = "("
     reverse_options: bool = False
+    style: str = "papi"  # item wording: PAPI's, or "plain"
+    pressure: str | None = None  # a user turn before every item (e.g. "Actually, you are very shy."), to test consistency
 
     def render(self, tokenizer, text: str, system: str | None = None, answer: str | None = None) -> str:
         """The full model input for item ``text``; with ``answer`` the letter is appended (contrastive prompts)."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": item_prompt(text, self.reverse_options)}
-        ]
+        messages = (([{"role": "system", "content": system}] if system else [])
+                    + ([{"role": "user", "content": self.pressure}] if self.pressure else [])
+                    + [{"role": "user", "content": item_prompt(text, self.reverse_options, self.style)}])
         if getattr(tokenizer, "chat_template", None):
             head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:  # base models without a chat template: plain text
@@ -112,7 +122,8 @@ class PromptTemplate:
         return [self.render(tokenizer, by_id[i].text, system) for i in ids]
 
     def fingerprint(self) -> str:
-        return f"{_item_template(self.reverse_options)!r}|prefill={self.prefill!r}"
+        extra = f"|pressure={self.pressure!r}" if self.pressure else ""
+        return f"{_item_template(self.reverse_options, self.style)!r}|prefill={self.prefill!r}{extra}"
 
     def letter_ids(self, tokenizer) -> list[int]:
         """Token ids of the letters for answer values 5, 4, 3, 2, 1 under this template's option order."""

@@ -269,3 +269,68 @@ def heatmap(panels: Mapping[str, np.ndarray], rows: Sequence[str], cols: Sequenc
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- consistency (benchmarks/consistency.py)
+
+def consistency_tables(stability: Mapping, pushed: Mapping, grown: Mapping) -> str:
+    """Markdown: template stability per vector, movement under induction (vector vs prompt), development."""
+    from .traits import parse_pole
+
+    style = next(k for k in next(iter(stability.values())) if k not in ("papi", "difference"))
+    lines = [f"Template stability ({style} wording − PAPI wording, domain scores):", "",
+             "| vector | O | C | E | A | N | max abs |", "|---|---|---|---|---|---|---|"]
+    for name, r in stability.items():
+        diff = r["difference"]
+        lines.append(f"| {name} | " + " | ".join(f"{diff[d]:+.2f}" for d in DOMAINS)
+                     + f" | {max(abs(v) for v in diff.values()):.2f} |")
+    lines += ["", "Induction (an opposing user turn before every item): the pole's own domain shift from the "
+                  "unsteered model, without → with pressure, and how far it moved:", "",
+              "| pole | vector: shift → under pressure (moved) | prompt: shift → under pressure (moved) "
+              "| vector moved < half the prompt's |", "|---|---|---|---|"]
+    for pole, r in pushed.items():
+        d, sign = parse_pole(pole)
+        cells = []
+        for how in ("vector", "prompt"):
+            if how in r:
+                x = r[how]
+                cells.append(f"{sign * x['shift'][d]:+.2f} → {sign * x['shift_under_pressure'][d]:+.2f} "
+                             f"({sign * x['moved'][d]:+.2f})")
+            else:
+                cells.append("—")
+        verdict = "—"
+        if "prompt" in r:
+            verdict = "yes" if abs(r["vector"]["moved"][d]) < abs(r["prompt"]["moved"][d]) / 2 else "no"
+        lines.append(f"| {pole} | {cells[0]} | {cells[1]} | {verdict} |")
+    lines += ["", f"Development (person + f · {grown['pole']}, domain scores):", "",
+              "| f | O | C | E | A | N |", "|---|---|---|---|---|---|"]
+    for f, dom in grown["domains"].items():
+        lines.append(f"| {f:g} | " + " | ".join(f"{dom[d]:.2f}" for d in DOMAINS) + " |")
+    return "\n".join(lines)
+
+
+def induction_plot(pushed: Mapping, path: Path) -> Path:
+    """Bars: per pole, how far its own domain moved under an opposing user turn, vector vs system prompt."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .traits import parse_pole
+
+    poles = list(pushed)
+    x = np.arange(len(poles))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for k, how in enumerate(("vector", "prompt")):
+        vals = [parse_pole(p)[1] * pushed[p][how]["moved"][parse_pole(p)[0]] if how in pushed[p] else np.nan
+                for p in poles]
+        ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=f"{how} (shift under pressure − shift without)")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, poles)
+    ax.set_ylabel("own-domain movement (intended direction, 1..5 scale)")
+    ax.set_title("Resistance to induction: 'Actually, you are …' (the opposite pole) before every item", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

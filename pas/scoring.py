@@ -206,6 +206,7 @@ class ItemScorer:
         self.batch_size, self.progress = batch_size, progress
         self.letter_ids = self.template.letter_ids(tokenizer)  # for answer values 5..1
         self._memo: dict = {}
+        self._last_system: tuple | None = None
 
     def remember(self, key, compute):
         """``compute()`` once per ``key`` for this scorer (person-independent things: states, Jacobians)."""
@@ -226,10 +227,14 @@ class ItemScorer:
         key = (tuple(ids), system)
         if key in self._memo:
             return self._memo[key]
+        if self._last_system is not None and self._last_system[0] == key:
+            return self._last_system[1]
         enc = encode_prompts(self.model, self.tokenizer, self.texts(ids, system), batch_size=self.batch_size,
                              progress=self.progress)
         if system is None:  # shared by all subjects: keep
             self._memo[key] = enc
+        else:  # one person's prompt: keep only the latest (a persona is read twice in a row, then never again)
+            self._last_system = (key, enc)
         return enc
 
     def score(self, ids: Sequence[int], system: str | None = None, steering=None) -> OptionScores:

@@ -136,3 +136,14 @@ def test_traits_out_is_checked_first(data_dir, tmp_path, capsys, no_model):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SystemExit, match="is a file"):
         main(["traits", "--data-dir", str(data_dir), "--out", str(tmp_path / "file")])
+
+
+def test_persona_is_checked_first(data_dir, tmp_path, capsys, no_model):
+    with pytest.raises(SystemExit, match="persona's text"):
+        main(["persona", "", "--out", str(tmp_path / "p.safetensors"), "--data-dir", str(data_dir)])
+    (tmp_path / "p.safetensors").write_text("keep me")
+    assert main(["persona", "a quiet librarian", "--out", str(tmp_path / "p.safetensors"),
+                 "--data-dir", str(data_dir)]) == 2
+    assert "exists" in capsys.readouterr().err and (tmp_path / "p.safetensors").read_text() == "keep me"
+    with pytest.raises(SystemExit, match="--persona is empty"):
+        main(["assess", "--data-dir", str(data_dir), "--persona", " "])
