@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
@@ -25,3 +26,39 @@ def finish(args: argparse.Namespace, result: dict, omit_from_print: tuple[str, .
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k not in omit_from_print}))
+
+
+def add_assessment_args(parser: argparse.ArgumentParser, out: str, png: str) -> None:
+    """What the personality-space benchmarks share: data dir, model, output folder, figure, threads."""
+    parser.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
+    parser.add_argument("--model", help="model (default: embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--out", default=out, help=f"folder for results.json and tables.md (default {out})")
+    parser.add_argument("--png", default=png, help=f"figure path (default {png})")
+    parser.add_argument("--threads", type=int, help="torch threads")
+
+
+def load_assessment(args: argparse.Namespace):
+    """Threads set, then ``(data, scorer, held-out ids)``: the data dir, an ItemScorer on the model, and the
+    180 items not used to build any pole vector."""
+    from pas import load_model
+    from pas.assess import inventory_ids
+    from pas.data import load_papi
+    from pas.scoring import ItemScorer
+
+    apply_threads(args)
+    data = load_papi(args.data_dir)
+    model, tok = load_model(args.model)
+    return data, ItemScorer(model, tok, data.bank), inventory_ids(data.bank, "180")
+
+
+def write_outputs(args: argparse.Namespace, result: dict, tables: str) -> Path:
+    """results.json and tables.md under ``--out``; makes the figure's folder; returns the figure path."""
+    from pas.report import dumps
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(dumps(result, indent=1))
+    (out / "tables.md").write_text(tables + "\n")
+    png = Path(args.png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    return png
