@@ -130,7 +130,7 @@ def _read_cases(path: str) -> list[str]:
     return cases
 
 
-def _steering_source(args, model, tok, scorer=None):
+def _steering_source(args, model, tok, scorer=None, data=None):
     """``(vector, system)`` from --vector/--trait/--type/--cases/--persona/--system (a trait, type, group or
     persona is built on the short-form questionnaire prompts here, in seconds); checked against ``model``."""
     from .steering import SteeringVector
@@ -146,7 +146,7 @@ def _steering_source(args, model, tok, scorer=None):
     from .data import load_papi, select_subjects
     from .scoring import ItemScorer
 
-    data = load_papi(args.data_dir, encoding=args.encoding)
+    data = data or load_papi(args.data_dir, encoding=args.encoding)
     scorer = scorer or ItemScorer(model, tok, data.bank)
     if args.trait:
         return traits.pole_vectors(scorer, [args.trait])[traits.pole_name(args.trait)], None
@@ -270,7 +270,7 @@ def cmd_assess(args) -> int:
     data = load_papi(args.data_dir, encoding=args.encoding)
     model, tok = load_model(args.model, dtype=args.dtype)
     scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill), progress=not args.json)
-    vector, system = _steering_source(args, model, tok, scorer)
+    vector, system = _steering_source(args, model, tok, scorer, data)
     if vector is not None and strength is not None:
         vector = vector * strength
     result = assess(scorer, inventory_ids(data.bank, args.items), steering=vector, system=system,

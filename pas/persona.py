@@ -15,6 +15,7 @@ questionnaire prompts, with the persona as system prompt against without it (no 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -37,12 +38,6 @@ def persona_contrast(scorer: ItemScorer, text: str, ids: Sequence[int]) -> torch
     return (with_persona - without).mean(0)
 
 
-def prompted_answers(scorer: ItemScorer, text: str, ids: Sequence[int]) -> Subject:
-    """The model prompted with ``text``, as a "person": its chosen answers to items ``ids``."""
-    scores = scorer.score(ids, text)
-    return Subject("persona", {i: int(a) for i, a in zip(ids, scores.answers)}, bank=scorer.bank)
-
-
 def distil_strength(scorer: ItemScorer, vector: SteeringVector, target: Subject, ids: Sequence[int],
                     strengths: Sequence[float] = STRENGTHS) -> tuple[float, dict[float, float]]:
     """The strength whose steered, unprompted answers best match ``target`` on ``ids`` (ties: the weaker)."""
@@ -63,21 +58,18 @@ def persona_vector(scorer: ItemScorer, text: str, *, construction: str = "contra
         raise ValueError("a persona needs some text")
     ids = tuple(scorer.bank.train_ids if ids is None else ids)
     name = name or text.strip()[:60]
-    target = prompted_answers(scorer, text, ids)
+    prompted = scorer.score(ids, text)  # the prompted model: what the vector should reproduce without the prompt
     if construction == "profile":
         from .traits import profile_vector
 
-        expected = scorer.score(ids, text).expected
-        return profile_vector(scorer, {i: float(e) for i, e in zip(ids, expected)}, name)
+        return profile_vector(scorer, {i: float(e) for i, e in zip(ids, prompted.expected)}, name)
+    target = Subject("persona", {i: int(a) for i, a in zip(ids, prompted.answers)}, bank=scorer.bank)
     base = SteeringVector.for_model(scorer.model, persona_contrast(scorer, text, ids), positions="last",
                                     subject=name, item_hash=item_hash(ids))
     strength, trace = distil_strength(scorer, base, target, ids)
-    vector = base * strength
-    return SteeringVector.for_model(
-        scorer.model, vector.offsets, positions="last", subject=name, item_hash=item_hash(ids),
-        config={"persona": text, "construction": construction, "strength": strength,
-                "distil_trace": {str(k): v for k, v in trace.items()}},
-    )
+    return dataclasses.replace(base, offsets=base.offsets * strength,
+                               config={"persona": text, "construction": construction, "strength": strength,
+                                       "distil_trace": {str(k): v for k, v in trace.items()}})
 
 
 def context_tokens(tokenizer, text: str) -> int:

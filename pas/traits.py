@@ -111,8 +111,8 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
     ids = sorted(sheet)
     y = np.array([sheet[i] for i in ids], dtype=np.float64)
     person = Subject(name, dict(sheet), bank=bank)
-    states = answer_states(scorer, bank.train_ids).rows(ids)
-    reads = fit_head_readouts(states.heads[:, layer], y, bank, person, ids, seed=seed)
+    known = answer_states(scorer, bank.train_ids)
+    reads = fit_head_readouts(known.rows(ids).heads[:, layer], y, bank, person, ids, seed=seed)
     tilt, _ = pushes(calibrations(scorer, bank.train_ids, both_orders=False), layer)
     shape = (lay.n_layers, lay.n_heads, lay.head_dim)
     w, b, v = torch.zeros(shape), torch.zeros(shape[:2]), torch.zeros(shape)
@@ -120,7 +120,7 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
     b[layer] = gain * (reads.intercepts - NEUTRAL) / lay.n_heads
     v[layer] = tilt
     limit = torch.full(shape[:2], float("inf"))
-    limit[layer] = gate_range(answer_states(scorer, bank.train_ids).heads[:, layer], w[layer], b[layer])
+    limit[layer] = gate_range(known.heads[:, layer], w[layer], b[layer])
     return SteeringVector.for_model(
         model, v, kind="gated", gate_weights=w, gate_bias=b, gate_limit=limit,
         heads=tuple((layer, h) for h in range(lay.n_heads)),
@@ -212,13 +212,13 @@ def measure_poles(scorer: ItemScorer, poles: Mapping[str, SteeringVector], ids: 
     out: dict = {"base": base.domains, "base_expected": base.domains_expected, "poles": {}}
     for name, vec in tqdm(poles.items(), desc="poles", disable=not progress):
         row: dict = {"strengths": {}}
-        for s in strengths:
-            a = assess(scorer, ids, steering=vec * s)
+        seen = {s: assess(scorer, ids, steering=vec * s) for s in strengths}
+        for s, a in seen.items():
             row["strengths"][s] = {"shift": a.shift(base), "shift_expected": a.shift(base, expected=True),
                                    "perplexity": perplexity_ratio(model, tok, vec * s) if fluency else None}
         if fluency:
             s_chat, ratios = chat_strength(model, tok, vec)
-            a = assess(scorer, ids, steering=vec * s_chat)
+            a = seen[s_chat] if s_chat in seen else assess(scorer, ids, steering=vec * s_chat)
             row["chat"] = {"strength": s_chat, "ratios": ratios, "shift": a.shift(base)}
         if prompts:
             row["prompted"] = assess(scorer, ids, system=POLE_PROMPTS[name]).shift(base)
