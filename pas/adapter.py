@@ -84,6 +84,11 @@ def spec_for(model: nn.Module) -> AttnOutSpec:
     return ARCHITECTURES[model_type]
 
 
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's decoder layers, in order (the list itself: callers may swap entries for a pass)."""
+    return _get(model, spec_for(model).layers)
+
+
 def o_proj_modules(model: nn.Module) -> list[nn.Module]:
     """The attention output projection of every layer, in layer order."""
     spec = spec_for(model)

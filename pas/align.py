@@ -168,8 +168,11 @@ def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tok
 
     t_search = time.perf_counter()
     if config.positions == "last":
-        fit = SteeredItems(model, bank, subject, tuple(fit_ids), scorer.encode(fit_ids, system), scorer.letter_ids)
-        val = SteeredItems(model, bank, subject, tuple(val_ids), scorer.encode(val_ids, system), scorer.letter_ids)
+        lowest = min((layer for layer, _ in dirs.heads), default=0)  # layers below it run once per item, not per trial
+        fit = SteeredItems(model, bank, subject, tuple(fit_ids), scorer.encode(fit_ids, system), scorer.letter_ids,
+                           lowest)
+        val = SteeredItems(model, bank, subject, tuple(val_ids), scorer.encode(val_ids, system), scorer.letter_ids,
+                           lowest)
         alpha, trace = search_alpha(lambda a: val.objective(offsets_for(a * base)), config.alpha_grid,
                                     config.refine_steps, progress=progress)
     else:

@@ -13,7 +13,7 @@ import torch
 
 from .adapter import layout, o_proj_modules, o_proj_weight
 from .hooks import add_gated, add_offsets, add_row_biases
-from .scoring import ItemScorer, OptionScores, _Batch, last_step, to_scores
+from .scoring import EncodedPrompts, ItemScorer, OptionScores, _Batch, keep_trunk, last_step, to_scores
 from .steering import SteeringVector, gate
 
 
@@ -66,11 +66,17 @@ def bias_table(model, vectors: Sequence[SteeringVector]) -> torch.Tensor:
     return torch.stack(rows).to(model.dtype)
 
 
-def _repeat(batch: _Batch, s: int) -> _Batch:
+def _repeat(batch: _Batch, s: int, skip: int = 0) -> _Batch:
+    """``batch`` ``s`` times over; the body caches of layers ``1..skip-1`` are left empty (a pass from layer
+    ``skip`` never reads them), the kept trunk inputs repeat with the rows."""
+    def body(i: int, t: torch.Tensor) -> torch.Tensor:
+        return t.new_empty(t.shape[0] * s, *t.shape[1:2], 0, *t.shape[3:]) if 0 < i < skip else t.repeat(s, 1, 1, 1)
+
     return _Batch(
-        kv=[(k.repeat(s, 1, 1, 1), v.repeat(s, 1, 1, 1)) for k, v in batch.kv],
+        kv=[(body(i, k), body(i, v)) for i, (k, v) in enumerate(batch.kv)],
         last_ids=batch.last_ids.repeat(s, 1), mask=batch.mask.repeat(s, 1), positions=batch.positions.repeat(s, 1),
         index=batch.index.repeat(s), prefix_kv=batch.prefix_kv,
+        trunk={k: t.repeat(s, 1, 1) for k, t in batch.trunk.items()},
     )
 
 
@@ -82,11 +88,24 @@ def score_many(scorer: ItemScorer, ids: Sequence[int], vectors: Sequence[Steerin
     Vectors must be "last"-mode (the answer position), as :func:`pas.align_to_subject` makes them;
     constant and gated vectors may be mixed.
     """
+    logits = encoded_logits_many(scorer.model, scorer.encode(ids, system), scorer.letter_ids, vectors, max_rows)
+    return [to_scores(one) for one in logits]
+
+
+@torch.no_grad()
+def encoded_logits_many(model, enc: EncodedPrompts, letter_ids: Sequence[int],
+                        vectors: Sequence[SteeringVector | None], max_rows: int = 256) -> torch.Tensor:
+    """``[S, N, 6]``: :func:`pas.scoring.final_logits` of encoded prompts under each of ``S`` vectors at once.
+
+    Only the layers from the vectors' lowest steered layer up run for every vector; the input to
+    that layer is computed once, unsteered (:func:`pas.scoring.keep_trunk`).
+    """
     if any(v is not None and gate(v.positions, "prompt").steer for v in vectors):
         raise ValueError("score_many reuses unsteered prompt encodings; vectors that steer the whole prompt "
                          "(positions='all') must be scored one by one with ItemScorer.score")
-    model = scorer.model
-    enc = scorer.encode(ids, system)
+    real = [v for v in vectors if v is not None]
+    first = min((v.first_layer for v in real), default=0)  # unsteered rows are unchanged below it too
+    keep_trunk(model, enc, letter_ids, first)
     index = _vector_rows(vectors, model.device)
     out = torch.empty(len(vectors), enc.n, 6)
     for b in enc.batches:
@@ -94,9 +113,9 @@ def score_many(scorer: ItemScorer, ids: Sequence[int], vectors: Sequence[Steerin
         for p0 in range(0, len(vectors), per):
             people = index[p0 : p0 + per]
             with row_steering(model, vectors, people.repeat_interleave(len(b.index))):
-                logits = last_step(model, _repeat(b, len(people)), scorer.letter_ids)
+                logits = last_step(model, _repeat(b, len(people), first), letter_ids, first)
             out[p0 : p0 + len(people), b.index] = logits.reshape(len(people), len(b.index), 6).float().cpu()
-    return [to_scores(out[s]) for s in range(len(vectors))]
+    return out
 
 
 @torch.no_grad()

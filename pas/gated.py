@@ -37,10 +37,10 @@ from .activations import answer_states
 from .adapter import layout
 from .data import Subject
 from .evaluate import Objective, Prediction, objective
-from .hooks import add_gated, add_offsets
+from .hooks import add_offsets
 from .prompts import LETTER_VALUES
 from .readout import fit_readout
-from .scoring import ItemScorer, final_logits, to_scores
+from .scoring import ItemScorer, final_logits, keep_trunk, to_scores
 
 GAINS: tuple[float, ...] = (0.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # logits of tilt per answer point the readouts predict
 SHIFTS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -183,27 +183,39 @@ def recentre(vector, reference: ItemScorer, context: ItemScorer, ids: Sequence[i
     return dataclasses.replace(vector, gate_bias=bias, derived=f"re-centred for another context of ({vector.derived})")
 
 
-def _scores(scorer: ItemScorer, ids: Sequence[int], tables):
-    model = scorer.model
-    enc = scorer.encode(ids)
-    w, b, v = (t.reshape(t.shape[0], -1).to(model.device, model.dtype) for t in tables)
-    with torch.no_grad(), add_gated(model, w, b, v):
-        return to_scores(final_logits(model, enc, scorer.letter_ids))
-
-
 def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: HeadReadouts, layer: int,
               tilt: torch.Tensor, correction: torch.Tensor, gains: Sequence[float] = GAINS,
               shifts: Sequence[float] = SHIFTS):
-    """Choose (gain, shift) by the objective on the known items, each fold gated by readouts fitted without it."""
-    lay = layout(scorer.model)
+    """Choose (gain, shift) by the objective on the known items, each fold gated by readouts fitted without it.
+
+    Every (gain, shift) of a fold runs in one batch (:func:`pas.batch.encoded_logits_many`) from the
+    correction's layer up, on rows picked from the one shared encoding of the short form.
+    """
+    from .batch import encoded_logits_many
+    from .models import weights_sample
+    from .steering import SteeringVector
+
+    model = scorer.model
+    lay = layout(model)
     shape = (lay.n_layers, lay.n_heads, lay.head_dim)
+    sample = weights_sample(model)
+    everything = tuple(scorer.bank.train_ids)  # one encoding shared by every person; folds are picked from it
+    where = {item: j for j, item in enumerate(everything)}
+    full = keep_trunk(model, scorer.encode(everything), scorer.letter_ids, layer - 1)
+    grid = list(itertools.product(gains, shifts))
+    logits = torch.empty(len(grid), len(ids), 6)
+    for part, w, b in zip(reads.folds, reads.fold_weights, reads.fold_intercepts):
+        vectors = []
+        for gain, shift in grid:
+            gw, gb, v = gate_tables(w, b, layer, tilt, correction, shape, gain, shift)
+            vectors.append(SteeringVector.for_model(model, v, kind="gated", gate_weights=gw, gate_bias=gb,
+                                                    weights_sample=sample))
+        enc = full.select([where[ids[j]] for j in part])
+        logits[:, torch.as_tensor(part)] = encoded_logits_many(model, enc, scorer.letter_ids, vectors)
     seen: dict[tuple[float, float], Objective] = {}
-    for gain, shift in itertools.product(gains, shifts):
-        answers, expected = np.empty(len(ids), dtype=int), np.empty(len(ids))
-        for part, w, b in zip(reads.folds, reads.fold_weights, reads.fold_intercepts):
-            s = _scores(scorer, [ids[j] for j in part], gate_tables(w, b, layer, tilt, correction, shape, gain, shift))
-            answers[part], expected[part] = s.answers, s.expected
-        seen[(gain, shift)] = objective(scorer.bank, subject, ids, Prediction(tuple(ids), answers, expected))
+    for k, key in enumerate(grid):
+        s = to_scores(logits[k])
+        seen[key] = objective(scorer.bank, subject, ids, Prediction(tuple(ids), s.answers, s.expected))
     best = min(seen, key=lambda k: (seen[k].key, abs(k[0]), abs(k[1])))
     return best, {k: (o.composite, o.expected, o.letter_mass) for k, o in seen.items()}
 

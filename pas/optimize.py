@@ -50,11 +50,12 @@ class SteeredItems:
     ids: tuple[int, ...]
     encoded: EncodedPrompts
     letter_ids: list[int]
+    from_layer: int = 0  # the offsets never touch a layer below this one (see pas.scoring.last_step)
 
     def logits(self, offsets: torch.Tensor) -> torch.Tensor:
         """Letter logits ``[N, 6]`` with ``offsets [L, H*D]`` on the answer position (differentiable)."""
         with add_offsets(self.model, offsets.to(self.model.dtype)):
-            return final_logits(self.model, self.encoded, self.letter_ids)
+            return final_logits(self.model, self.encoded, self.letter_ids, self.from_layer)
 
     def objective(self, offsets: torch.Tensor) -> Objective:
         """:func:`pas.evaluate.objective` of these items with ``offsets`` applied."""

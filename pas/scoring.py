@@ -8,18 +8,23 @@ Fast path, with the same results as one prompt at a time (tested):
    explicit position ids (the "body" KV cache, kept in :class:`EncodedPrompts`);
 3. the last token runs on top of that cache (``logits_to_keep=1``) and gives the
    letter logits. Steering that acts only on the answer position ("last" mode)
-   re-runs only step 3, which is what makes strength search and offset learning cheap.
+   re-runs only step 3, which is what makes strength search and offset learning cheap;
+4. steering that starts at layer ``k`` cannot change the answer position's input to
+   layer ``k``: that input is kept per batch (the "trunk", captured on the first pass)
+   and later passes run only layers ``k..`` on it (``from_layer``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .adapter import decoder_layers
 from .prompts import LETTER_VALUES, letter_token_ids
 
 
@@ -49,14 +54,23 @@ class _Batch:
     positions: torch.Tensor  # [B, 1]
     index: torch.Tensor  # [B] position of each row in the caller's list
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # shared, [1, kv_heads, P, D]
+    trunk: dict[int, torch.Tensor] = field(default_factory=dict)  # layer k -> unsteered input of layer k [B, 1, H]
 
-    def full_kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Prefix + body cache for this batch (the prefix is stored once, expanded here)."""
+    def full_kv(self, skip: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Prefix + body cache for this batch (the prefix is stored once, expanded here). Layers ``1..skip-1``
+        keep their body only: a pass from layer ``skip`` never reads them (layer 0 gives the cache length)."""
         if not self.prefix_kv:
             return self.kv
         b = self.last_ids.shape[0]
         return [(torch.cat([pk.expand(b, -1, -1, -1), k], 2), torch.cat([pv.expand(b, -1, -1, -1), v], 2))
-                for (pk, pv), (k, v) in zip(self.prefix_kv, self.kv)]
+                if not 0 < i < skip else (k, v)
+                for i, ((pk, pv), (k, v)) in enumerate(zip(self.prefix_kv, self.kv))]
+
+    def select(self, rows: torch.Tensor, index: torch.Tensor) -> _Batch:
+        """Rows ``rows`` of this batch, numbered ``index`` in the new caller's list."""
+        return replace(self, kv=[(k[rows], v[rows]) for k, v in self.kv], last_ids=self.last_ids[rows],
+                       mask=self.mask[rows], positions=self.positions[rows], index=index,
+                       trunk={k: t[rows] for k, t in self.trunk.items()})
 
 
 @dataclass
@@ -65,6 +79,18 @@ class EncodedPrompts:
 
     batches: list[_Batch]
     n: int
+
+    def select(self, positions: Sequence[int]) -> EncodedPrompts:
+        """The prompts at ``positions`` of the caller's list, in that order, without re-running anything."""
+        where = {p: j for j, p in enumerate(positions)}
+        if len(where) != len(positions) or not all(0 <= p < self.n for p in where):
+            raise ValueError(f"positions must be distinct and in 0..{self.n - 1}")
+        batches = []
+        for b in self.batches:
+            rows = [r for r, i in enumerate(b.index.tolist()) if i in where]
+            if rows:
+                batches.append(b.select(torch.tensor(rows), torch.tensor([where[b.index[r].item()] for r in rows])))
+        return EncodedPrompts(batches, len(positions))
 
 
 def _kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -136,25 +162,88 @@ def encode_prompts(
     return EncodedPrompts(batches, len(seqs))
 
 
-def last_step(model, batch: _Batch, letter_ids: Sequence[int]) -> torch.Tensor:
-    """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp)."""
+class _PassThrough(torch.nn.Module):
+    """Stands in for a decoder layer below ``from_layer``: its output at the answer position is already known."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+@contextmanager
+def _trunk(model, layer: int, batch: _Batch):
+    """From layer ``layer`` up only, starting from the batch's kept input to it; or, when it is not kept yet,
+    a normal pass that keeps it."""
+    layers = decoder_layers(model)
+    known = batch.trunk.get(layer)
+    if known is None:
+        def keep(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            batch.trunk[layer] = hidden.detach().clone()
+
+        handle = layers[layer].register_forward_pre_hook(keep, with_kwargs=True)
+        try:
+            yield 0
+        finally:
+            handle.remove()
+        return
+
+    def swap(module, args, kwargs):
+        if args:
+            return (known.to(args[0].dtype),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": known.to(kwargs["hidden_states"].dtype)}
+
+    below = [layers[i] for i in range(layer)]
+    handle = layers[layer].register_forward_pre_hook(swap, with_kwargs=True)
+    try:
+        for i in range(layer):
+            layers[i] = _PassThrough()
+        yield layer
+    finally:
+        for i, module in enumerate(below):
+            layers[i] = module
+        handle.remove()
+
+
+def last_step(model, batch: _Batch, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
+    """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp).
+
+    ``from_layer`` k > 0: nothing hooked into the model acts below layer k (the caller's promise), so the
+    answer position's input to layer k is kept on the batch and later calls run layers k.. only.
+    """
+    if from_layer > 0:
+        with _trunk(model, from_layer, batch) as skip:
+            return _last_step(model, batch, letter_ids, skip)
+    return _last_step(model, batch, letter_ids, 0)
+
+
+def _last_step(model, batch: _Batch, letter_ids: Sequence[int], skip: int) -> torch.Tensor:
     out = model(batch.last_ids, attention_mask=batch.mask, position_ids=batch.positions,
-                past_key_values=_new_cache(model, batch.full_kv()), use_cache=True, logits_to_keep=1)
+                past_key_values=_new_cache(model, batch.full_kv(skip)), use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1, :].float()
     idx = torch.tensor(list(letter_ids), device=logits.device)
     return torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1)
 
 
-def final_logits(model, encoded: EncodedPrompts, letter_ids: Sequence[int]) -> torch.Tensor:
+def final_logits(model, encoded: EncodedPrompts, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
     """Run the last token of every prompt: ``[N, 6]`` in the caller's order (see :func:`last_step`).
 
     Differentiable with respect to anything hooked into the model (used to learn offsets).
     """
-    stacked = torch.cat([last_step(model, b, letter_ids) for b in encoded.batches])
+    stacked = torch.cat([last_step(model, b, letter_ids, from_layer) for b in encoded.batches])
     order = torch.cat([b.index for b in encoded.batches])
     result = torch.empty_like(stacked)
     result[order.to(stacked.device)] = stacked
     return result
+
+
+@torch.no_grad()
+def keep_trunk(model, encoded: EncodedPrompts, letter_ids: Sequence[int], layer: int) -> EncodedPrompts:
+    """``encoded`` with every batch's unsteered input to ``layer`` kept (one unsteered pass where missing), so
+    that selections of it (:meth:`EncodedPrompts.select`) share it. Call it with nothing hooked into the model."""
+    for b in encoded.batches:
+        if layer > 0 and layer not in b.trunk:
+            last_step(model, b, letter_ids, layer)
+    return encoded
 
 
 def to_scores(logits6: torch.Tensor) -> OptionScores:
@@ -250,5 +339,6 @@ class ItemScorer:
                                batch_size=self.batch_size, progress=self.progress, letter_ids=self.letter_ids)
         with torch.no_grad():
             enc = self.encode(ids, system)
+            first = 0 if steering is None else steering.first_layer
             with steer(self.model, steering, "answer"):
-                return to_scores(final_logits(self.model, enc, self.letter_ids))
+                return to_scores(final_logits(self.model, enc, self.letter_ids, first))

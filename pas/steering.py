@@ -189,6 +189,12 @@ class SteeringVector:
         """``[n_layers, n_heads]``: True where the head's offset is not zero."""
         return self.offsets.abs().sum(-1) > 0
 
+    @property
+    def first_layer(self) -> int:
+        """The lowest layer this vector changes (0 when it changes none): layers below it run as unsteered."""
+        layers = self.steered_heads().any(-1).nonzero()
+        return int(layers[0]) if len(layers) else 0
+
     def _gated_sum(self, other: SteeringVector, how: str) -> SteeringVector:
         """Sum where at least one side is gated.
 

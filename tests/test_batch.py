@@ -27,6 +27,26 @@ def test_score_many_equals_one_by_one(tiny, tokenizer, papi):
         np.testing.assert_allclose(got.probs, alone.probs, atol=1e-5)
 
 
+def test_score_many_from_a_kept_trunk(tiny, tokenizer, papi):
+    """Vectors that all start at layer 1 or above: only those layers run per vector, and the scores still equal
+    each vector alone (constant and gated mixed, an unsteered row among them)."""
+    scorer = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)
+    ids = papi.bank.test_ids[:7]
+    lay = layout(tiny)
+    g = torch.Generator().manual_seed(5)
+    top = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
+    top[-1] = torch.randn(lay.n_heads, lay.head_dim, generator=g)
+    gated = SteeringVector.for_model(tiny, top, kind="gated", gate_weights=torch.randn(top.shape, generator=g),
+                                     gate_bias=torch.ones(lay.n_layers, lay.n_heads))
+    vectors = [_vec(tiny, 1), None, _vec(tiny, 4, scale=3.0), gated]
+    assert min(v.first_layer for v in vectors if v is not None) == 1
+    many = score_many(scorer, ids, vectors, max_rows=8)
+    assert all(1 in b.trunk for b in scorer.encode(ids).batches)
+    fresh = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)  # no trunk kept: whole passes
+    for v, got in zip(vectors, many):
+        np.testing.assert_allclose(got.probs, fresh.score(ids, steering=v).probs, atol=1e-5)
+
+
 def test_per_row_hooks_equal_rows_alone(tiny, tokenizer):
     texts = ["Tell me about your weekend plans.", "Hi!", "What do you think of crowds?"]
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)

@@ -37,3 +37,67 @@ def test_probabilities_and_answers(tiny_llama, tokenizer, papi):
     assert np.all((s.letter_mass > 0) & (s.letter_mass <= 1))
     again = scorer.score(papi.bank.test_ids[:12])  # from the memoised encoding
     np.testing.assert_array_equal(s.probs, again.probs)
+
+
+def _vector_from(model, layer, seed=1):
+    from pas.adapter import layout
+    from pas.steering import SteeringVector
+
+    lay = layout(model)
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
+    offsets[layer:] = torch.randn(lay.n_layers - layer, lay.n_heads, lay.head_dim, generator=g)
+    return SteeringVector.for_model(model, offsets)
+
+
+def test_from_layer_equals_full_pass(tiny, tokenizer, papi):
+    """Steering from layer k: the kept input of layer k + layers k.. only == the whole model, bit for bit."""
+    from pas.scoring import final_logits
+    from pas.steering import steer
+
+    scorer = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)
+    ids = papi.bank.test_ids[:9]
+    enc = scorer.encode(ids)
+    for layer in (1, 2):
+        vector = _vector_from(tiny, layer)
+        assert vector.first_layer == layer
+        with torch.no_grad(), steer(tiny, vector, "answer"):
+            full = final_logits(tiny, enc, scorer.letter_ids)
+            first = final_logits(tiny, enc, scorer.letter_ids, layer)  # keeps the trunk
+            assert all(layer in b.trunk for b in enc.batches)
+            again = final_logits(tiny, enc, scorer.letter_ids, layer)  # runs layers k.. only
+        torch.testing.assert_close(first, full, rtol=0, atol=0)
+        torch.testing.assert_close(again, full, rtol=0, atol=1e-6)
+        assert not torch.equal(again, final_logits(tiny, enc, scorer.letter_ids))  # the vector does act
+    from pas.adapter import decoder_layers
+
+    assert not any(type(m).__name__ == "_PassThrough" for m in decoder_layers(tiny))  # layers put back
+
+
+def test_trunk_is_not_used_when_a_layer_below_is_steered(tiny_llama, tokenizer, papi):
+    """scorer.score takes the vector's own first layer: a vector reaching below a kept trunk still acts there."""
+    scorer = ItemScorer(tiny_llama, tokenizer, papi.bank, batch_size=4)
+    ids = papi.bank.test_ids[:6]
+    high, low = _vector_from(tiny_llama, 2), _vector_from(tiny_llama, 0, seed=2)
+    scorer.score(ids, steering=high)  # keeps layer 2's input
+    plain = ItemScorer(tiny_llama, tokenizer, papi.bank, batch_size=4)
+    np.testing.assert_allclose(scorer.score(ids, steering=low).probs, plain.score(ids, steering=low).probs, atol=1e-6)
+    np.testing.assert_allclose(scorer.score(ids, steering=high).probs, plain.score(ids, steering=high).probs,
+                               atol=1e-6)
+
+
+def test_select_equals_encoding_the_subset(tiny, tokenizer, papi):
+    from pas.scoring import final_logits, keep_trunk
+
+    scorer = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)
+    ids = papi.bank.test_ids[:10]
+    enc = keep_trunk(tiny, scorer.encode(ids), scorer.letter_ids, 1)
+    pick = [7, 2, 9, 0]
+    part = enc.select(pick)
+    direct = ItemScorer(tiny, tokenizer, papi.bank).encode([ids[p] for p in pick])
+    torch.testing.assert_close(final_logits(tiny, part, scorer.letter_ids, 1),
+                               final_logits(tiny, direct, scorer.letter_ids), rtol=0, atol=1e-5)
+    import pytest
+
+    with pytest.raises(ValueError, match="distinct"):
+        enc.select([1, 1])
