@@ -61,15 +61,24 @@ def _chat_ids(tokenizer, prompt: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def _replies_key(model, prompts: Sequence[str], max_new_tokens: int = REPLY_TOKENS) -> str:
+    """Which base replies these are: model weights, dtype, prompts and reply length."""
+    from .models import model_name, weights_digest, weights_sample
+
+    return hashlib.sha256(json.dumps([model_name(model), weights_digest(weights_sample(model)), str(model.dtype),
+                                      list(prompts), max_new_tokens]).encode()).hexdigest()[:20]
+
+
+_BASE_NLL: dict[str, float] = {}
+
+
 @torch.no_grad()
 def base_replies(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS,
                  max_new_tokens: int = REPLY_TOKENS) -> list[list[int]]:
     """The unsteered model's greedy reply tokens to each prompt; cached on disk per model weights."""
-    from .models import cache_dir, model_name, weights_digest, weights_sample
+    from .models import cache_dir
 
-    key = hashlib.sha256(json.dumps([model_name(model), weights_digest(weights_sample(model)), str(model.dtype),
-                                     list(prompts), max_new_tokens]).encode()).hexdigest()[:20]
-    path = Path(cache_dir()) / "fluency" / f"{key}.json"
+    path = Path(cache_dir()) / "fluency" / f"{_replies_key(model, prompts, max_new_tokens)}.json"
     if path.exists():
         return json.loads(path.read_text())
     replies = []
@@ -104,18 +113,25 @@ def reply_nll(model, tokenizer, vector=None, prompts: Sequence[str] = NEUTRAL_PR
     return total / max(count, 1)
 
 
+def base_nll(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS) -> float:
+    """:func:`reply_nll` of the unsteered model, computed once per process for these weights and prompts."""
+    key = _replies_key(model, prompts)
+    if key not in _BASE_NLL:
+        _BASE_NLL[key] = reply_nll(model, tokenizer, None, prompts, base_replies(model, tokenizer, prompts))
+    return _BASE_NLL[key]
+
+
 def perplexity_ratio(model, tokenizer, vector, prompts: Sequence[str] = NEUTRAL_PROMPTS) -> float:
     """Steered / base perplexity of the base model's replies to ``prompts`` (1 = as fluent as base)."""
     replies = base_replies(model, tokenizer, prompts)
-    return math.exp(reply_nll(model, tokenizer, vector, prompts, replies)
-                    - reply_nll(model, tokenizer, None, prompts, replies))
+    return math.exp(reply_nll(model, tokenizer, vector, prompts, replies) - base_nll(model, tokenizer, prompts))
 
 
 def chat_strength(model, tokenizer, vector, bound: float = PERPLEXITY_BOUND,
                   grid: Sequence[float] = STRENGTH_GRID) -> tuple[float, dict[float, float]]:
     """The largest strength in ``grid`` whose perplexity ratio is within ``bound`` (0 if none), and every ratio tried."""
     replies = base_replies(model, tokenizer)
-    base = reply_nll(model, tokenizer, None, NEUTRAL_PROMPTS, replies)
+    base = base_nll(model, tokenizer)
     ratios = {}
     for s in sorted(grid, reverse=True):
         ratios[s] = math.exp(reply_nll(model, tokenizer, vector * s, NEUTRAL_PROMPTS, replies) - base)
