@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subjects", default="3", help="N >= 1 (the first N), 'all', or comma-separated ids (default 3)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods (default: all)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods (default: the paper's comparison with DPO, plus readout and pas-gated)")
     p.add_argument("--references", default=",".join(DEFAULT_REFERENCES),
                    help="methods every other is compared with, paired (default: always-3,base)")
     p.add_argument("--model", help="HF id or folder (default: embedded SmolLM2-135M-Instruct)")

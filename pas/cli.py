@@ -333,11 +333,20 @@ def cmd_persona(args) -> int:
     from .scoring import ItemScorer
     from .steering import check_writable
 
-    text = Path(args.file).read_text() if args.file else args.text
-    if not text or not text.strip():
-        raise SystemExit("give the persona's text (or --file FILE)")
+    if sum(bool(x) for x in (args.text, args.file, args.describe)) != 1:
+        raise SystemExit("give the persona's text, or --file FILE, or --describe CASE (one of them)")
     out = check_writable(args.out, overwrite=args.overwrite)  # before any model work
     data = load_papi(args.data_dir, encoding=args.encoding)
+    if args.describe:
+        from .data import select_subjects
+        from .methods import description_text
+
+        text = description_text(data.bank, select_subjects(data.subjects, [args.describe])[0], "template")
+        print(text)
+    else:
+        text = Path(args.file).read_text() if args.file else args.text
+    if not text or not text.strip():
+        raise SystemExit("the persona's text is empty")
     model, tok = load_model(args.model, dtype=args.dtype)
     t = time.perf_counter()
     vector = persona_vector(ItemScorer(model, tok, data.bank), text, construction=args.construction)
@@ -437,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("persona", help="distil a written persona into a steering vector and save it")
     p.add_argument("text", nargs="?", help="the persona, e.g. \"a retired nurse who volunteers at the library\"")
     p.add_argument("--file", help="read the persona from this text file instead")
+    p.add_argument("--describe", metavar="CASE", help="use PAPI subject CASE's description written by a fixed "
+                                                      "template from their 120 known answers (printed)")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--construction", choices=["contrast", "profile"], default="contrast",
                    help="contrast: mean head-output change the persona prompt makes (default); profile: the "

@@ -19,7 +19,7 @@ import numpy as np
 
 from .data import ItemBank, Subject
 from .evaluate import Prediction, UnscorableSubject
-from .prompts import description_system, few_shot_system
+from .prompts import description_system, few_shot_system, template_description
 from .readout import PointScores
 from .scoring import ItemScorer
 
@@ -42,8 +42,8 @@ class MethodContext:
 
 
 Method = Callable[[MethodContext, Subject], Prediction]
-LLM_METHODS = ("base", "few-shot", "description", "description-vector", "pas", "pas-learned", "pas+few-shot",
-               "pas-gated", "dpo")
+LLM_METHODS = ("base", "few-shot", "description", "description-vector", "template-description",
+               "template-description-vector", "pas", "pas-learned", "pas+few-shot", "pas-gated", "dpo")
 YARDSTICKS = ("always-3", "population-median", "ridge", "readout")
 PAS_METHODS = ("pas", "pas-learned", "pas+few-shot", "pas-gated")  # methods that fit (or take) a steering vector
 NEEDS_MODEL = LLM_METHODS + ("readout",)
@@ -88,33 +88,55 @@ def few_shot(ctx: MethodContext, subject: Subject) -> Prediction:
     return _llm(ctx, _known_answers(ctx, subject))
 
 
-def description(ctx: MethodContext, subject: Subject) -> Prediction:
-    """System prompt with the subject's prose personality description."""
+DESCRIPTIONS = ("papi", "template")  # PAPI's shipped prose, or pas.prompts.template_description of the known answers
+
+
+def description_text(bank: ItemBank, subject: Subject, source: str = "papi") -> str:
+    """The system prompt describing ``subject``: PAPI's prose description (``"papi"``), or one written by a
+    fixed template from the subject's known (short-form) responses (``"template"``)."""
+    if source not in DESCRIPTIONS:
+        raise ValueError(f"description source must be one of {DESCRIPTIONS}, not {source!r}")
+    if source == "template":
+        return description_system(template_description(bank, subject.responses_to(bank.train_ids)))
     if not subject.description:
         raise UnscorableSubject(f"subject {subject.case} has no description (personality_descriptions.json)")
-    text = description_system(subject.description)
-    return _llm(ctx, lambda reverse: text)
+    return description_system(subject.description)
 
 
-def description_vector(ctx: MethodContext, subject: Subject) -> Prediction:
-    """The subject's prose description distilled into a vector (:mod:`pas.persona`), no prompt at scoring."""
-    import time
+def _description(source: str) -> Method:
+    def method(ctx: MethodContext, subject: Subject) -> Prediction:
+        text = description_text(ctx.bank, subject, source)
+        return _llm(ctx, lambda reverse: text)
 
-    from .persona import context_tokens, persona_vector
+    method.__doc__ = f"System prompt with the subject's {_DESCRIBED[source]}."
+    return method
 
-    if not subject.description:
-        raise UnscorableSubject(f"subject {subject.case} has no description (personality_descriptions.json)")
-    if ctx.scorer is None:
-        raise ValueError("this method needs a model")
-    text = description_system(subject.description)
-    t0 = time.perf_counter()
-    vector = persona_vector(ctx.scorer, text, name=subject.case)
-    fit_seconds = time.perf_counter() - t0
-    pred = _llm(ctx, _no_system, vector)
-    pred.fit_seconds = fit_seconds
-    pred.info.update({"distil_strength": vector.config["strength"],
-                      "prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text)})
-    return pred
+
+def _description_vector(source: str) -> Method:
+    def method(ctx: MethodContext, subject: Subject) -> Prediction:
+        import time
+
+        from .persona import context_tokens, persona_vector
+
+        text = description_text(ctx.bank, subject, source)
+        if ctx.scorer is None:
+            raise ValueError("this method needs a model")
+        t0 = time.perf_counter()
+        vector = persona_vector(ctx.scorer, text, name=subject.case)
+        fit_seconds = time.perf_counter() - t0
+        pred = _llm(ctx, _no_system, vector)
+        pred.fit_seconds = fit_seconds
+        pred.info.update({"distil_strength": vector.config["strength"],
+                          "prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text)})
+        return pred
+
+    method.__doc__ = (f"The subject's {_DESCRIBED[source]} distilled into a vector (:mod:`pas.persona`), "
+                      "no prompt at scoring.")
+    return method
+
+
+_DESCRIBED = {"papi": "prose personality description (PAPI's)",
+              "template": "description written by a fixed template from their known answers"}
 
 
 def _pas(variant: str) -> Method:
@@ -234,8 +256,10 @@ def readout(ctx: MethodContext, subject: Subject) -> Prediction:
 METHODS: dict[str, Method] = {
     "base": base,
     "few-shot": few_shot,
-    "description": description,
-    "description-vector": description_vector,
+    "description": _description("papi"),
+    "description-vector": _description_vector("papi"),
+    "template-description": _description("template"),
+    "template-description-vector": _description_vector("template"),
     "pas": _pas("pas"),
     "pas-learned": _pas("pas-learned"),
     "pas+few-shot": _pas("pas+few-shot"),

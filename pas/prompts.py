@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .data import ItemBank
+from .data import DOMAINS, ItemBank, keyed_score
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 OPTION_NAMES: tuple[str, ...] = (
@@ -90,6 +90,49 @@ def few_shot_system(bank: ItemBank, responses: Mapping[int, int], reverse: bool 
         + "\n".join(lines)
         + "\nAnswer every new statement exactly the way this person would."
     )
+
+
+DOMAIN_NAMES: dict[str, str] = {"O": "Openness to experience", "C": "Conscientiousness", "E": "Extraversion",
+                                "A": "Agreeableness", "N": "Neuroticism"}
+LEVELS: tuple[tuple[float, str], ...] = ((4.5, "very high"), (3.5, "high"), (2.5, "average"), (1.5, "low"))
+
+
+def level_word(score: float) -> str:
+    """A mean keyed score (1..5) in words: very high >= 4.5 > high >= 3.5 > average > 2.5 >= low > 1.5 >= very low."""
+    for bound, word in LEVELS:
+        if score >= bound if bound > 3 else score > bound:
+            return word
+    return "very low"
+
+
+def template_description(bank: ItemBank, responses: Mapping[int, int]) -> str:
+    """A person described by a fixed template from their ``responses`` (items as worded), no LLM.
+
+    One line per Big-Five domain with its level and its facets' levels (mean keyed score of the
+    person's answers: a reverse-keyed statement counts 6 - response), then the statements the person
+    called "Very Accurate" and "Very Inaccurate", as worded. The prose descriptions shipped with PAPI
+    were written by an LLM and contradict their person on reverse-keyed statements; this one cannot.
+    """
+    by_id = bank.by_id
+    keyed = {i: keyed_score(by_id[i], a) for i, a in responses.items()}
+    lines = []
+    for d in DOMAINS:
+        ids = [i for i in sorted(keyed) if by_id[i].domain == d]
+        if not ids:
+            continue
+        facets: dict[tuple[str, str], list[int]] = {}
+        for i in ids:
+            facets.setdefault((by_id[i].facet, by_id[i].facet_name), []).append(keyed[i])
+        parts = ", ".join(f"{name.lower()} {level_word(sum(v) / len(v))}" for (_, name), v in sorted(facets.items()))
+        mean = sum(keyed[i] for i in ids) / len(ids)
+        lines.append(f"- {DOMAIN_NAMES[d]}: {level_word(mean)} ({mean:.1f} of 5); {parts}.")
+    extremes = []
+    for value, label in ((5, "very accurately"), (1, "very inaccurately")):
+        said = [f"you {second_person(by_id[i].text).rstrip('.')}" for i, a in sorted(responses.items()) if a == value]
+        if said:
+            extremes.append(f"These statements describe you {label}: " + "; ".join(said) + ".")
+    return ("Your personality on the Big Five domains and their facets:\n" + "\n".join(lines)
+            + ("\n" + "\n".join(extremes) if extremes else ""))
 
 
 def description_system(description: str) -> str:

@@ -147,3 +147,24 @@ def test_persona_is_checked_first(data_dir, tmp_path, capsys, no_model):
     assert "exists" in capsys.readouterr().err and (tmp_path / "p.safetensors").read_text() == "keep me"
     with pytest.raises(SystemExit, match="--persona is empty"):
         main(["assess", "--data-dir", str(data_dir), "--persona", " "])
+
+
+def test_persona_describe_picks_one_source_and_a_known_case(data_dir, tmp_path, capsys, no_model):
+    out = str(tmp_path / "p.safetensors")
+    with pytest.raises(SystemExit, match="one of them"):
+        main(["persona", "a quiet librarian", "--describe", "172481", "--out", out, "--data-dir", str(data_dir)])
+    assert main(["persona", "--describe", "no-such-person", "--out", out, "--data-dir", str(data_dir)]) == 2
+    assert "unknown subject ids" in capsys.readouterr().err
+
+
+def test_persona_describe_distils_the_template_description(data_dir, tmp_path, capsys, monkeypatch, tiny_llama,
+                                                           tokenizer):
+    import pas.models
+    from pas.steering import SteeringVector
+
+    monkeypatch.setattr(pas.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
+    out = tmp_path / "p.safetensors"
+    assert main(["persona", "--describe", "172481", "--out", str(out), "--data-dir", str(data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "Extraversion:" in printed and "tokens per call" in printed
+    assert SteeringVector.load(out).config["persona"].startswith("Your personality on the Big Five")

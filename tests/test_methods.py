@@ -67,9 +67,11 @@ def test_tiny_model_methods_run(tiny_llama, tokenizer, papi):
 
     ctx = MethodContext(papi.bank, papi.subjects, ItemScorer(tiny_llama, tokenizer, papi.bank))
     s = papi.subjects[0]
-    for name in ("base", "description"):
-        score = score_subject(papi.bank, s, METHODS[name](ctx, s))
+    for name in ("base", "description", "template-description", "template-description-vector"):
+        pred = METHODS[name](ctx, s)
+        score = score_subject(papi.bank, s, pred)
         assert 0 <= score.composite <= 20
+    assert pred.info["prompt_tokens_saved"] > 0 and pred.fit_seconds > 0
 
 
 def test_reversed_options_score_values_not_letters(tiny_llama, tokenizer, papi):

@@ -63,3 +63,41 @@ def test_few_shot_shows_responses_not_keyed_scores(papi, data_dir):
     line = f'"You {second_person(by_id[item].text)}": '
     assert line + answer_label(6 - raw[f"i{item}"]) in text
     assert line + answer_label(raw[f"i{item}"]) not in text
+
+
+@pytest.mark.parametrize("score,word", [(5, "very high"), (4.5, "very high"), (4.25, "high"), (3.5, "high"),
+                                        (3.0, "average"), (2.75, "average"), (2.5, "low"), (1.75, "low"),
+                                        (1.5, "very low"), (1.0, "very low")])
+def test_level_word_is_symmetric_about_3(score, word):
+    from pas.prompts import level_word
+
+    assert level_word(score) == word
+    mirror = {"very high": "very low", "high": "low", "average": "average", "low": "high", "very low": "very high"}
+    assert level_word(6 - score) == mirror[word]
+
+
+def test_template_description_by_hand(papi):
+    """A synthetic answer sheet: one facet all at its keyed top, one reverse-keyed statement answered 1."""
+    from pas.prompts import second_person, template_description
+
+    by_id = papi.bank.by_id
+    known = papi.bank.train_ids
+    facet = by_id[known[0]].facet
+    sheet = {i: 3 for i in known}
+    for i in known:  # every statement of that facet at keyed 5: response 5 if +keyed, 1 if -keyed
+        if by_id[i].facet == facet:
+            sheet[i] = 5 if by_id[i].keyed == "+" else 1
+    rev = next(i for i in known if by_id[i].keyed == "-" and by_id[i].facet != facet)
+    sheet[rev] = 1  # a reverse-keyed statement the person rejects: keyed 5, shown as "very inaccurately"
+    text = template_description(papi.bank, sheet)
+    name = by_id[known[0]].facet_name.lower()
+    assert f"{name} very high" in text
+    accurate, inaccurate = text.split("These statements describe you very inaccurately: ")[0], text.split(
+        "very inaccurately: ")[1]
+    said = f"you {second_person(by_id[rev].text).rstrip('.')}"
+    assert said in inaccurate and said not in accurate
+    for i in known:
+        if by_id[i].facet == facet and by_id[i].keyed == "+":
+            assert f"you {second_person(by_id[i].text).rstrip('.')}" in accurate
+    # every domain line is there; a neutral facet reads "average"
+    assert text.count("\n- ") == 5 and "average" in text
