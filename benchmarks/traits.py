@@ -18,7 +18,7 @@ import numpy as np
 from common import add_assessment_args, load_assessment, write_outputs
 from pas.data import DOMAINS
 from pas.report import heatmap, machine_info, poles_table, types_table
-from pas.traits import POLES, measure_poles, measure_types, pole_vectors
+from pas.traits import POLE_SOURCES, POLES, measure_poles, measure_types, pole_vectors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,19 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strengths", default="0.5,1,2", help="pole strengths to assess (default 0.5,1,2)")
     p.add_argument("--no-prompts", action="store_true", help="skip the prompting baseline")
     p.add_argument("--no-fluency", action="store_true", help="skip the perplexity ratios and chat strengths")
+    p.add_argument("--source", choices=POLE_SOURCES, default="statements",
+                   help="pole sheets from the statements' keying (default) or the data dir's top/bottom quartiles")
     p.add_argument("--type-prompts", action="store_true", help="also prompt each of the 16 types")
     args = p.parse_args(argv)
     strengths = [float(s) for s in args.strengths.split(",")]
     data, scorer, ids = load_assessment(args)
     t = time.perf_counter()
-    poles = pole_vectors(scorer)
+    poles = pole_vectors(scorer, source=args.source, people=data.subjects)
     build_s = time.perf_counter() - t
     print(f"10 poles built in {build_s:.1f} s", flush=True)
     t = time.perf_counter()
     res = measure_poles(scorer, poles, ids, strengths, prompts=not args.no_prompts, fluency=not args.no_fluency,
                         progress=True)
     types = measure_types(scorer, poles, ids, prompts=args.type_prompts, progress=True)
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "build_seconds": build_s,
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "source": args.source,
+              "build_seconds": build_s,
               "measure_seconds": time.perf_counter() - t, "items": "180 (not used to build the vectors)",
               "strengths": strengths, "poles": res, "types": types}
     tables = poles_table(res, strengths) + "\n\n" + types_table(types)

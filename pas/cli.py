@@ -314,15 +314,16 @@ def cmd_traits(args) -> int:
     data = load_papi(args.data_dir, encoding=args.encoding)
     model, tok = load_model(args.model, dtype=args.dtype)
     t = time.perf_counter()
-    poles = pole_vectors(ItemScorer(model, tok, data.bank))
+    poles = pole_vectors(ItemScorer(model, tok, data.bank), source=args.source, people=data.subjects)
     built = dict(poles)
     if args.types:
         built.update({m: type_vector(None, m, poles) for m in TYPES})
     seconds = time.perf_counter() - t
     for n in names:
         built[n].save(paths[n], overwrite=args.overwrite)
-    print(f"{len(names)} vectors ({', '.join(names)}) built in {seconds:.1f} s from the short-form statements; "
-          f"saved under {out}")
+    source = ("the short-form statements" if args.source == "statements"
+              else f"the short-form answers of {len(data.subjects)} people (top vs bottom quartile)")
+    print(f"{len(names)} vectors ({', '.join(names)}) built in {seconds:.1f} s from {source}; saved under {out}")
     return 0
 
 
@@ -439,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--out", required=True, help="folder for O+.safetensors ... N-.safetensors")
     p.add_argument("--types", action="store_true", help="also save the 16 MBTI type vectors (ENFP.safetensors...)")
+    p.add_argument("--source", choices=("statements", "people"), default="statements",
+                   help="build each pole from the keying of its domain's statements (default) or from how the "
+                        "data dir's top and bottom quartile on the domain answer them")
     p.add_argument("--overwrite", "--force", action="store_true", help="replace existing files")
     _add_threads_arg(p)
     p.set_defaults(func=cmd_traits)

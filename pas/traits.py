@@ -10,6 +10,12 @@ items stay free to assess the result, so nothing is circular):
   J/P <-> Conscientiousness (J = conscientious); Neuroticism is left at "Neither";
 - a **group**: the mean response of a set of people on each item.
 
+A pole's sheet has two sources (``POLE_SOURCES``, chosen by measurement in ``benchmarks/traits.py
+--source``): ``"statements"`` (above: the keying of the domain's statements, no person's answers)
+or ``"people"`` (:func:`quartile_sheet`: how the data dir's top quartile of the domain answers each
+short-form statement minus how its bottom quartile does, scaled so the domain's own statements sit
+2 points from "Neither" on average; real effect sizes, and the domain's real correlates).
+
 A profile becomes a *gated* vector (:mod:`pas.gated`'s machinery, without the person fit):
 each head of the gated layer reads its own output with a ridge readout of the profile's
 answers (so the gate follows what the statement says), and pushes the answer letters by the
@@ -38,6 +44,7 @@ from .scoring import ItemScorer
 from .steering import SteeringVector, item_hash
 
 POLES: tuple[str, ...] = tuple(f"{d}{s}" for d in DOMAINS for s in "+-")
+POLE_SOURCES = ("statements", "people")
 POLE_GAIN = 4.0  # logits of letter tilt per answer point the readout predicts, at strength 1
 NEUTRAL = 3.0
 # MBTI letter -> (Big-Five domain, direction), McCrae & Costa (1989)
@@ -98,8 +105,35 @@ def group_sheet(bank: ItemBank, people: Sequence[Subject], ids: Sequence[int] | 
     return sheet
 
 
+def quartile_sheet(bank: ItemBank, people: Sequence[Subject], pole: str, ids: Sequence[int] | None = None,
+                   *, fraction: float = 0.25) -> dict[int, float]:
+    """A pole's sheet from real people on items ``ids`` (default the short form): the mean response of the
+    ``fraction`` of ``people`` highest on the pole's domain minus that of the lowest (domain score: mean keyed
+    answer on the domain's items among ``ids``), mirrored for a ``-`` pole, scaled so that the mean |contrast| on
+    the domain's own items is 2 points, around "Neither" and clipped to 1..5."""
+    domain, sign = parse_pole(pole)
+    ids = list(bank.train_ids if ids is None else ids)
+    by_id = bank.by_id
+    own = [i for i in ids if by_id[i].domain == domain]
+    if not own:
+        raise ValueError(f"no {domain} items among the {len(ids)} items to build the {pole_name(pole)} sheet from")
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"fraction must be in (0, 0.5]; got {fraction}")
+    scored = [(float(np.mean(list(k.values()))), p) for p in people if (k := p.keyed_scores(own))]
+    k = int(round(fraction * len(scored)))
+    if k < 1:
+        raise ValueError(f"{len(scored)} people answered {domain} items: too few for a {fraction:.0%} split")
+    ranked = [p for _, p in sorted(scored, key=lambda t: t[0])]
+    top, bottom = group_sheet(bank, ranked[-k:], ids), group_sheet(bank, ranked[:k], ids)
+    contrast = {i: top[i] - bottom[i] for i in ids if i in top and i in bottom}
+    spread = float(np.mean([abs(contrast[i]) for i in own if i in contrast]))
+    if spread == 0:
+        raise ValueError(f"the top and bottom {fraction:.0%} on {domain} answer its items alike: no pole to build")
+    return {i: float(np.clip(NEUTRAL + sign * 2.0 * c / spread, 1.0, 5.0)) for i, c in contrast.items()}
+
+
 def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *, layer: int = -1,
-                   gain: float = POLE_GAIN, seed: int = 0) -> SteeringVector:
+                   gain: float = POLE_GAIN, seed: int = 0, source: str | None = None) -> SteeringVector:
     """A gated vector that answers the short-form items like ``sheet`` (see the module docstring).
 
     Only the sheet's items are read (their prompts' answer-position head outputs); ``name``
@@ -125,13 +159,24 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
         model, v, kind="gated", gate_weights=w, gate_bias=b, gate_limit=limit,
         heads=tuple((layer, h) for h in range(lay.n_heads)),
         positions="last", subject=name, item_hash=item_hash(ids),
-        config={"profile": name, "gain": gain, "layer": layer, "items": len(ids)},
+        config={"profile": name, "gain": gain, "layer": layer, "items": len(ids),
+                **({"source": source} if source else {})},
     )
 
 
-def pole_vectors(scorer: ItemScorer, poles: Sequence[str] = POLES, **kw) -> dict[str, SteeringVector]:
-    """One vector per pole, built from the short-form statements (no person's answers)."""
-    return {pole_name(p): profile_vector(scorer, pole_sheet(scorer.bank, p), pole_name(p), **kw) for p in poles}
+def pole_vectors(scorer: ItemScorer, poles: Sequence[str] = POLES, *, source: str = "statements",
+                 people: Sequence[Subject] | None = None, **kw) -> dict[str, SteeringVector]:
+    """One vector per pole from the short-form items: from their keying (``source="statements"``, no person's
+    answers) or from ``people``'s answers (``"people"``, :func:`quartile_sheet`)."""
+    if source not in POLE_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(POLE_SOURCES)}; got {source!r}")
+    if source == "people" and not people:
+        raise ValueError("source='people' needs the people to build the poles from (e.g. load_papi().subjects)")
+
+    def sheet(p: str) -> dict[int, float]:
+        return pole_sheet(scorer.bank, p) if source == "statements" else quartile_sheet(scorer.bank, people, p)
+
+    return {pole_name(p): profile_vector(scorer, sheet(p), pole_name(p), source=source, **kw) for p in poles}
 
 
 def combine(poles: Mapping[str, SteeringVector], names: Sequence[str], label: str) -> SteeringVector:

@@ -12,7 +12,7 @@ from pas.assess import assess, inventory_ids, keyed_means, percentile
 from pas.data import Item, ItemBank, Subject
 from pas.scoring import ItemScorer
 from pas.traits import (POLES, TYPES, group_sheet, on_off_target, parse_pole, pole_sheet, pole_vectors,
-                        profile_vector, type_poles, type_signs, type_vector)
+                        profile_vector, quartile_sheet, type_poles, type_signs, type_vector)
 
 
 def _bank() -> ItemBank:
@@ -64,6 +64,28 @@ def test_pole_sheet_follows_keying():
     assert group_sheet(bank, people) == {1: 4.5, 2: 1.0, 4: 2.0}
 
 
+def test_quartile_sheet_by_hand():
+    """Eight people on the short form (items 1 E+, 2 E-, 4 N+); keyed E = 5, 4.5, 4, 3, 3, 2, 1.5, 1.
+    Top quarter (a, b) minus bottom (g, h): item 1 5 - 1 = +4, item 2 1.5 - 4.5 = -3, item 4 2 - 4 = -2;
+    the E items' mean |contrast| is 3.5, so each point of contrast is 2 / 3.5 of a sheet point."""
+    bank = _bank()
+    rows = {"a": (5, 1, 2), "b": (5, 2, 2), "c": (4, 2, 3), "d": (3, 3, 3), "e": (3, 3, 3), "f": (2, 4, 3),
+            "g": (1, 4, 4), "h": (1, 5, 4)}
+    people = [Subject(c, {1: r[0], 2: r[1], 4: r[2]}, bank=bank) for c, r in rows.items()]
+    up = quartile_sheet(bank, people, "E+")
+    assert up == pytest.approx({1: 5.0, 2: 3 - 6 / 3.5, 4: 3 - 4 / 3.5})  # 3 + 8/3.5 clipped to 5
+    down = quartile_sheet(bank, people, "E-")
+    assert down == pytest.approx({1: 1.0, 2: 3 + 6 / 3.5, 4: 3 + 4 / 3.5})
+    missing = people + [Subject("x", {4: 5}, bank=bank)]  # answered no E item: not ranked on E
+    assert quartile_sheet(bank, missing, "E+") == pytest.approx(up)
+    with pytest.raises(ValueError, match="too few"):
+        quartile_sheet(bank, people[:1], "E+")
+    with pytest.raises(ValueError, match="answer its items alike"):
+        quartile_sheet(bank, [Subject(c, {1: 3, 2: 3, 4: 3}, bank=bank) for c in "abcd"], "E+")
+    with pytest.raises(ValueError, match="no O items"):
+        quartile_sheet(bank, people, "O+")
+
+
 def test_on_off_target_and_type_signs():
     shift = {"O": 0.2, "C": -0.4, "E": -1.0, "A": 0.0, "N": 0.2}
     assert on_off_target(shift, "E-") == (1.0, pytest.approx(0.2))
@@ -108,6 +130,19 @@ def test_planted_trait_direction_is_recovered(tiny_llama, tokenizer, papi):
     plus = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == "E" and by_id[i].keyed == "+"]
     minus = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == "E" and by_id[i].keyed == "-"]
     assert float(gate[plus].mean()) > 0 > float(gate[minus].mean())
+
+
+def test_planted_direction_is_recovered_from_people(tiny_llama, tokenizer, papi):
+    """Poles built from the real people's top and bottom quartiles find the same planted E head."""
+    layer, head = 2, 1
+    scorer, u = _planted_scorer(tiny_llama, tokenizer, papi, layer, head)
+    poles = pole_vectors(scorer, ["E+"], source="people", people=papi.subjects)
+    assert poles["E+"].config["source"] == "people"
+    assert float(torch.nn.functional.cosine_similarity(poles["E+"].gate_weights[layer, head], u, dim=0)) > 0.7
+    with pytest.raises(ValueError, match="needs the people"):
+        pole_vectors(scorer, ["E+"], source="people")
+    with pytest.raises(ValueError, match="source must be one of"):
+        pole_vectors(scorer, ["E+"], source="persons", people=papi.subjects)
 
 
 def test_type_is_the_sum_of_its_poles_and_person_plus_pole_adds(tiny_llama, tokenizer, papi):
