@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .align import PASConfig
 from .methods import METHODS, PAS_METHODS
+from .traits import POLE_SOURCES
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -440,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--out", required=True, help="folder for O+.safetensors ... N-.safetensors")
     p.add_argument("--types", action="store_true", help="also save the 16 MBTI type vectors (ENFP.safetensors...)")
-    p.add_argument("--source", choices=("statements", "people"), default="statements",
+    p.add_argument("--source", choices=POLE_SOURCES, default="statements",
                    help="build each pole from the keying of its domain's statements (default) or from how the "
                         "data dir's top and bottom quartile on the domain answer them")
     p.add_argument("--overwrite", "--force", action="store_true", help="replace existing files")
