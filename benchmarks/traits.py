@@ -29,19 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-fluency", action="store_true", help="skip the perplexity ratios and chat strengths")
     p.add_argument("--source", choices=POLE_SOURCES, default="statements",
                    help="pole sheets from the statements' keying (default) or the data dir's top/bottom quartiles")
+    p.add_argument("--layer", type=int, default=-1, help="the gated layer (default -1, the last)")
     p.add_argument("--type-prompts", action="store_true", help="also prompt each of the 16 types")
     args = p.parse_args(argv)
     strengths = [float(s) for s in args.strengths.split(",")]
     data, scorer, ids = load_assessment(args)
     t = time.perf_counter()
-    poles = pole_vectors(scorer, source=args.source, people=data.subjects)
+    poles = pole_vectors(scorer, source=args.source, people=data.subjects, layer=args.layer)
     build_s = time.perf_counter() - t
     print(f"10 poles built in {build_s:.1f} s", flush=True)
     t = time.perf_counter()
     res = measure_poles(scorer, poles, ids, strengths, prompts=not args.no_prompts, fluency=not args.no_fluency,
                         progress=True)
     types = measure_types(scorer, poles, ids, prompts=args.type_prompts, progress=True)
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "source": args.source,
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "source": args.source, "layer": args.layer,
               "build_seconds": build_s,
               "measure_seconds": time.perf_counter() - t, "items": "180 (not used to build the vectors)",
               "strengths": strengths, "poles": res, "types": types}

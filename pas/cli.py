@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .align import PASConfig
 from .methods import METHODS, PAS_METHODS
+from .persona import CONSTRUCTIONS
 from .traits import POLE_SOURCES
 
 
@@ -454,9 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--describe", metavar="CASE", help="use PAPI subject CASE's description written by a fixed "
                                                       "template from their 120 known answers (printed)")
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--construction", choices=["contrast", "profile"], default="contrast",
+    p.add_argument("--construction", choices=CONSTRUCTIONS, default="contrast",
                    help="contrast: mean head-output change the persona prompt makes (default); profile: the "
-                        "prompted model's answers as a gated profile")
+                        "prompted model's answers as a gated profile; poles: the prompted model's domain shifts "
+                        "as trait-pole coefficients")
     p.add_argument("--overwrite", "--force", action="store_true", help="replace --out if it exists")
     _add_data_args_no_subjects(p)
     _add_model_args(p)

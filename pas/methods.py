@@ -42,7 +42,8 @@ class MethodContext:
 
 
 Method = Callable[[MethodContext, Subject], Prediction]
-LLM_METHODS = ("base", "few-shot", "description", "description-vector", "template-description",
+LLM_METHODS = ("base", "few-shot", "description", "description-vector", "description-profile", "description-poles",
+               "template-description",
                "template-description-vector", "pas", "pas-learned", "pas+few-shot", "pas-gated", "dpo")
 YARDSTICKS = ("always-3", "population-median", "ridge", "readout")
 PAS_METHODS = ("pas", "pas-learned", "pas+few-shot", "pas-gated")  # methods that fit (or take) a steering vector
@@ -112,7 +113,7 @@ def _description(source: str) -> Method:
     return method
 
 
-def _description_vector(source: str) -> Method:
+def _description_vector(source: str, construction: str = "contrast") -> Method:
     def method(ctx: MethodContext, subject: Subject) -> Prediction:
         import time
 
@@ -122,16 +123,17 @@ def _description_vector(source: str) -> Method:
         if ctx.scorer is None:
             raise ValueError("this method needs a model")
         t0 = time.perf_counter()
-        vector = persona_vector(ctx.scorer, text, name=subject.case)
+        vector = persona_vector(ctx.scorer, text, construction=construction, name=subject.case)
         fit_seconds = time.perf_counter() - t0
         pred = _llm(ctx, _no_system, vector)
         pred.fit_seconds = fit_seconds
-        pred.info.update({"distil_strength": vector.config["strength"],
-                          "prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text)})
+        pred.info.update({"prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text), "construction": construction,
+                          **({"distil_strength": vector.config["strength"]} if "strength" in vector.config else {}),
+                          **({"coefficients": vector.config["coefficients"]} if "coefficients" in vector.config else {})})
         return pred
 
-    method.__doc__ = (f"The subject's {_DESCRIBED[source]} distilled into a vector (:mod:`pas.persona`), "
-                      "no prompt at scoring.")
+    method.__doc__ = (f"The subject's {_DESCRIBED[source]} distilled into a vector (:mod:`pas.persona`, the "
+                      f"{construction!r} construction), no prompt at scoring.")
     return method
 
 
@@ -258,6 +260,8 @@ METHODS: dict[str, Method] = {
     "few-shot": few_shot,
     "description": _description("papi"),
     "description-vector": _description_vector("papi"),
+    "description-profile": _description_vector("papi", "profile"),
+    "description-poles": _description_vector("papi", "poles"),
     "template-description": _description("template"),
     "template-description-vector": _description_vector("template"),
     "pas": _pas("pas"),

@@ -10,13 +10,19 @@ questionnaire prompts, with the persona as system prompt against without it (no 
   the way the prompted model does (the one validation objective, :func:`pas.evaluate.objective`,
   with the prompted model's answers as the "person");
 - ``"profile"`` (gated kind): the prompted model's expected answers on those items become an answer
-  sheet, made into a vector like a trait pole (:func:`pas.traits.profile_vector`).
+  sheet, made into a vector like a trait pole (:func:`pas.traits.profile_vector`), its strength
+  chosen the same way (a pole's push is sized for extreme answers: unscaled, a profile of answers
+  near "Neither" with a small lean pushed every answer to an extreme);
+- ``"poles"`` (gated kind): the persona as trait-pole coefficients. The prompted model takes those
+  items (``pas assess --system TEXT``); each Big-Five domain's shift from the unprompted model,
+  divided by the shift its pole vector makes at strength 1 on the same items, is that pole's
+  coefficient (:func:`pole_coefficients`), and the vector is the poles' weighted sum.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -26,7 +32,8 @@ from .evaluate import objective
 from .scoring import ItemScorer
 from .steering import SteeringVector, item_hash
 
-CONSTRUCTIONS = ("contrast", "profile")
+CONSTRUCTIONS = ("contrast", "profile", "poles")
+MAX_COEFFICIENT = 2.0  # a pole past strength 2 costs fluency (README, trait poles)
 STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
@@ -59,17 +66,68 @@ def persona_vector(scorer: ItemScorer, text: str, *, construction: str = "contra
     ids = tuple(scorer.bank.train_ids if ids is None else ids)
     name = name or text.strip()[:60]
     prompted = scorer.score(ids, text)  # the prompted model: what the vector should reproduce without the prompt
+    if construction == "poles":
+        return pole_mixture(scorer, text, ids, prompted, name)
     if construction == "profile":
         from .traits import profile_vector
 
-        return profile_vector(scorer, {i: float(e) for i, e in zip(ids, prompted.expected)}, name)
+        unit = profile_vector(scorer, {i: float(e) for i, e in zip(ids, prompted.expected)}, name)
+    else:
+        unit = SteeringVector.for_model(scorer.model, persona_contrast(scorer, text, ids), positions="last",
+                                        subject=name, item_hash=item_hash(ids))
     target = Subject("persona", {i: int(a) for i, a in zip(ids, prompted.answers)}, bank=scorer.bank)
-    base = SteeringVector.for_model(scorer.model, persona_contrast(scorer, text, ids), positions="last",
-                                    subject=name, item_hash=item_hash(ids))
-    strength, trace = distil_strength(scorer, base, target, ids)
-    return dataclasses.replace(base, offsets=base.offsets * strength,
-                               config={"persona": text, "construction": construction, "strength": strength,
-                                       "distil_trace": {str(k): v for k, v in trace.items()}})
+    strength, trace = distil_strength(scorer, unit, target, ids)
+    return dataclasses.replace(unit * strength, derived=None, subject=name,
+                               config={**unit.config, "persona": text, "construction": construction,
+                                       "strength": strength, "distil_trace": {str(k): v for k, v in trace.items()}})
+
+
+def pole_coefficients(scorer: ItemScorer, prompted: Mapping[int, float], ids: Sequence[int],
+                      poles: Mapping[str, SteeringVector]) -> tuple[dict[str, float], dict[str, float]]:
+    """``(coefficients, shifts)``: per domain, the prompted model's keyed domain shift on items ``ids`` from the
+    unprompted model (``prompted``: its expected answers), and the coefficient of the pole on that side, the
+    shift divided by what the pole makes at strength 1 on the same items (0 where the pole does not move its
+    domain that way; at most :data:`MAX_COEFFICIENT`). Both from expected answers, which move smoothly."""
+    from .assess import keyed_means
+    from .data import DOMAINS
+
+    base, per_unit = scorer.remember(("pole_per_unit", tuple(ids)), lambda: _pole_per_unit(scorer, ids, poles))
+    shifts = {d: v - base[d] for d, v in keyed_means(scorer.bank, prompted)[0].items()}
+    coefficients = {}
+    for d in DOMAINS:
+        pole = d + ("+" if shifts.get(d, 0.0) >= 0 else "-")
+        unit = per_unit[pole]
+        coefficients[pole] = float(min(abs(shifts.get(d, 0.0)) / unit, MAX_COEFFICIENT)) if unit > 0 else 0.0
+    return coefficients, shifts
+
+
+def _pole_per_unit(scorer: ItemScorer, ids: Sequence[int], poles: Mapping[str, SteeringVector]):
+    """The unprompted model's expected domain scores on ``ids``, and each pole's own-domain shift (toward its
+    side) at strength 1 there."""
+    from .assess import assess
+    from .traits import parse_pole
+
+    base = assess(scorer, ids)
+    per_unit = {}
+    for pole, vec in poles.items():
+        domain, sign = parse_pole(pole)
+        per_unit[pole] = sign * assess(scorer, ids, steering=vec).shift(base, expected=True)[domain]
+    return base.domains_expected, per_unit
+
+
+def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted, name: str) -> SteeringVector:
+    """The ``"poles"`` construction: the ten pole vectors (built once per scorer) weighted by
+    :func:`pole_coefficients` of the prompted model's answers ``prompted``."""
+    from functools import reduce
+
+    from .traits import pole_vectors
+
+    poles = scorer.remember(("pole_vectors", "statements"), lambda: pole_vectors(scorer))
+    coefficients, shifts = pole_coefficients(scorer, dict(zip(ids, map(float, prompted.expected))), ids, poles)
+    total = reduce(lambda a, b: a + b, [c * poles[p] for p, c in coefficients.items()])
+    return dataclasses.replace(total, subject=name, item_hash=item_hash(ids),
+                               config={"persona": text, "construction": "poles", "coefficients": coefficients,
+                                       "prompted_shift": shifts})
 
 
 def context_tokens(tokenizer, text: str) -> int:

@@ -232,6 +232,18 @@ def poles_table(result: Mapping, strengths: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
+def keying_table(accuracy: Mapping[str, Mapping[int, Mapping[str, float]]]) -> str:
+    """Markdown: per feature set and layer, each domain's held-out keying accuracy
+    (:func:`pas.traits.keying_accuracy`)."""
+    from .data import DOMAINS
+
+    lines = ["| features | layer | " + " | ".join(DOMAINS) + " |", "|" + "---|" * (len(DOMAINS) + 2)]
+    for features, by_layer in accuracy.items():
+        for layer, acc in by_layer.items():
+            lines.append(f"| {features} | {layer} | " + " | ".join(f"{acc[d]:.2f}" for d in DOMAINS) + " |")
+    return "\n".join(lines)
+
+
 def types_table(result: Mapping) -> str:
     """Markdown: per type, assessed shift of each domain and how many of the four mapped domains moved the
     intended way (steered, and prompted where measured)."""

@@ -332,11 +332,18 @@ class ItemScorer:
         A vector that steers the prompt body (:func:`pas.steering.gate`) needs fresh encodings;
         otherwise the remembered unsteered ones are reused and only the answer token re-runs.
         """
-        from .steering import gate, steer
+        from .steering import gate
 
         if steering is not None and gate(steering.positions, "prompt").steer:
             return score_texts(self.model, self.tokenizer, self.texts(ids, system), steering=steering,
                                batch_size=self.batch_size, progress=self.progress, letter_ids=self.letter_ids)
+        if steering is None and system is not None:  # a prompted model's answers: the same every time it is asked
+            return self.remember(("prompted", tuple(ids), system), lambda: self._score(ids, system, None))
+        return self._score(ids, system, steering)
+
+    def _score(self, ids: Sequence[int], system: str | None, steering) -> OptionScores:
+        from .steering import steer
+
         with torch.no_grad():
             enc = self.encode(ids, system)
             first = 0 if steering is None else steering.first_layer

@@ -241,6 +241,47 @@ def type_signs(shift: Mapping[str, float], mbti: str) -> dict[str, bool]:
     return {parse_pole(p)[0]: parse_pole(p)[1] * shift[parse_pole(p)[0]] > 0 for p in type_poles(mbti)}
 
 
+def keying_accuracy(scorer: ItemScorer, layers: Sequence[int] | None = None, *,
+                    features: str = "heads") -> dict[int, dict[str, float]]:
+    """Can this model's answer position tell a domain's +keyed statements from its -keyed ones?
+
+    Per layer (0-based; default every third from a quarter of the depth, and the last) and domain: the accuracy, on the domain's
+    statements among the other 180 items, of a logistic regression (standardised features, C = 0.1)
+    fitted on its short-form statements' keying (no one's answers). ``features``: ``"heads"`` (the
+    layer's head outputs, what a pole's gates read) or ``"residual"`` (the layer's output). About 0.5
+    means a pole of that domain has nothing to gate on at that layer.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if features not in ("heads", "residual"):
+        raise ValueError(f"features must be 'heads' or 'residual', not {features!r}")
+    bank = scorer.bank
+    lay = layout(scorer.model)
+    n = lay.n_layers
+    layers = sorted({*range(n // 4, n, 3), n - 1}) if layers is None else list(layers)
+    if any(not 0 <= layer < n for layer in layers):
+        raise ValueError(f"layers must be in 0..{n - 1}; got {layers}")
+    train, test = answer_states(scorer, bank.train_ids), answer_states(scorer, bank.test_ids)
+
+    def rows(states, layer: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
+        by_id = bank.by_id
+        pick = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == domain]
+        x = states.heads[pick, layer].flatten(1) if features == "heads" else states.residual[pick, layer + 1]
+        return x.numpy().astype(np.float64), np.array([by_id[states.item_ids[n]].keyed == "+" for n in pick])
+
+    out: dict[int, dict[str, float]] = {}
+    for layer in layers:
+        out[layer] = {}
+        for d in DOMAINS:
+            (xa, ya), (xb, yb) = rows(train, layer, d), rows(test, layer, d)
+            if len(set(ya)) < 2 or not len(yb):
+                raise ValueError(f"the short form needs +keyed and -keyed {d} statements, and the rest some {d}")
+            mean, scale = xa.mean(0), xa.std(0) + 1e-6
+            clf = LogisticRegression(C=0.1, max_iter=5000).fit((xa - mean) / scale, ya)
+            out[layer][d] = float(clf.score((xb - mean) / scale, yb))
+    return out
+
+
 def measure_poles(scorer: ItemScorer, poles: Mapping[str, SteeringVector], ids: Sequence[int],
                   strengths: Sequence[float], *, prompts: bool = True, fluency: bool = True,
                   progress: bool = False) -> dict:

@@ -52,7 +52,45 @@ def test_persona_vector_on_a_tiny_model(tiny_llama, tokenizer, papi, tmp_path):
     assert torch.equal(back.offsets, vec.offsets)
     gated = persona_vector(scorer, PERSONA, construction="profile", ids=ids)
     assert gated.kind == "gated"
+    mixed = persona_vector(scorer, PERSONA, construction="poles", ids=ids)
+    assert mixed.kind == "gated" and len(mixed.config["coefficients"]) == 5
+    assert all(0.0 <= c <= 2.0 for c in mixed.config["coefficients"].values())
     with pytest.raises(ValueError, match="construction"):
         persona_vector(scorer, PERSONA, construction="other")
     with pytest.raises(ValueError, match="some text"):
         persona_vector(scorer, "  ")
+
+
+def test_pole_coefficients_reproduce_the_prompted_shift(tiny_llama, tokenizer, papi):
+    """A prompted model that answers E statements 0.3 further toward E+ than the unprompted one (nothing else
+    changed) maps to the E+ pole with coefficient 0.3 / (E+'s own shift at strength 1) and zero elsewhere;
+    the mixture is that multiple of the E+ vector."""
+    from pas.assess import assess
+    from pas.persona import MAX_COEFFICIENT, pole_coefficients, pole_mixture
+    from pas.traits import pole_vectors
+
+    scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
+    ids = papi.bank.train_ids
+    poles = pole_vectors(scorer)
+    base = assess(scorer, ids)
+    by_id = papi.bank.by_id
+    prompted = {i: e + (0.3 if by_id[i].keyed == "+" else -0.3) * (by_id[i].domain == "E")
+                for i, e in base.expected.items()}
+    coefficients, shifts = pole_coefficients(scorer, prompted, ids, poles)
+    assert shifts["E"] == pytest.approx(0.3, abs=1e-9)
+    assert all(abs(shifts[d]) < 1e-9 for d in "OCAN")
+    unit = assess(scorer, ids, steering=poles["E+"]).shift(base, expected=True)["E"]
+    expected_e = min(0.3 / unit, MAX_COEFFICIENT) if unit > 0 else 0.0
+    assert coefficients["E+"] == pytest.approx(expected_e)
+    assert {p: c for p, c in coefficients.items() if p != "E+"} == {f"{d}+": 0.0 for d in "OCAN"}
+    scorer.remember(("pole_vectors", "statements"), lambda: poles)
+    vec = pole_mixture(scorer, PERSONA, ids, _Expected([prompted[i] for i in ids]), "nurse")
+    assert vec.kind == "gated" and vec.config["construction"] == "poles" and vec.subject == "nurse"
+    torch.testing.assert_close(vec.gate_weights, (expected_e * poles["E+"]).gate_weights, rtol=1e-5, atol=1e-7)
+
+
+class _Expected:
+    """Stands in for the prompted model's OptionScores: only ``expected`` is read."""
+
+    def __init__(self, values):
+        self.expected = values

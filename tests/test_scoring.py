@@ -101,3 +101,17 @@ def test_select_equals_encoding_the_subset(tiny, tokenizer, papi):
 
     with pytest.raises(ValueError, match="distinct"):
         enc.select([1, 1])
+
+
+def test_prompted_answers_are_remembered(tiny_llama, tokenizer, papi):
+    """A prompted model's answers are computed once per (items, prompt) and shared (the persona constructions
+    and the description methods ask for the same ones); unprompted or steered scoring is not remembered."""
+    from pas.scoring import ItemScorer
+
+    scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
+    ids = papi.bank.train_ids[:6]
+    first = scorer.score(ids, "You are calm.")
+    assert scorer.score(ids, "You are calm.") is first
+    assert scorer.score(ids, "You are tense.") is not first
+    assert scorer.score(ids[:3], "You are calm.") is not first
+    assert scorer.score(ids) is not scorer.score(ids)

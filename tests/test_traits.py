@@ -176,3 +176,30 @@ def test_assess_on_tiny_model(tiny_llama, tokenizer, papi):
     assert zero.answers == base.answers and zero.expected == pytest.approx(base.expected)
     js = base.to_json()
     assert set(js["domains"]) == set(base.domains) and len(js["items"]) == 12
+
+
+def test_keying_accuracy_finds_a_planted_keying(tiny_llama, tokenizer, papi):
+    """States where one head carries the E statements' keying (on the short form and on the other 180 alike):
+    the held-out keying of E is read perfectly at that layer; other domains (noise) sit near chance."""
+    from pas.traits import keying_accuracy
+
+    layer, head = 1, 1
+    lay = layout(tiny_llama)
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(lay.head_dim, generator=g)
+    scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
+    by_id = papi.bank.by_id
+    for ids in (papi.bank.train_ids, papi.bank.test_ids):
+        heads = torch.randn(len(ids), lay.n_layers, lay.n_heads, lay.head_dim, generator=g) * 0.3
+        for n, i in enumerate(ids):
+            if by_id[i].domain == "E":
+                heads[n, layer, head] += 3.0 * u / u.norm() * (1 if by_id[i].keyed == "+" else -1)
+        states = AnswerStates(tuple(ids), torch.zeros(len(ids), lay.n_layers + 1, lay.hidden_size), heads)
+        scorer.remember(("answer_states", tuple(ids)), lambda states=states: states)
+    acc = keying_accuracy(scorer, [layer, layer + 1])
+    assert acc[layer]["E"] >= 0.95
+    assert np.mean([acc[layer][d] for d in "OCAN"]) < 0.8 and acc[layer + 1]["E"] < 0.8
+    with pytest.raises(ValueError, match="features"):
+        keying_accuracy(scorer, [layer], features="logits")
+    with pytest.raises(ValueError, match="layers"):
+        keying_accuracy(scorer, [lay.n_layers])
