@@ -26,9 +26,9 @@ def generate(model, tokenizer, prompt: str | list[dict], vector=None, *, max_new
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def chat_loop(model, tokenizer, vector=None, *, max_new_tokens: int = 128) -> None:
-    """Read user turns from stdin until EOF or 'exit'; keeps the conversation."""
-    messages: list[dict] = []
+def chat_loop(model, tokenizer, vector=None, *, max_new_tokens: int = 128, system: str | None = None) -> None:
+    """Read user turns from stdin until EOF or 'exit'; keeps the conversation (after ``system``, if given)."""
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
     print("pas chat: type a message ('exit' or Ctrl-D to quit)")
     while True:
         try:

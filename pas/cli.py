@@ -243,7 +243,7 @@ def cmd_chat(args) -> int:
         from .dpo import load_adapter
 
         model = load_adapter(model, args.adapter)
-    vector, _ = _steering_source(args, model, tok)
+    vector, system = _steering_source(args, model, tok)
     if vector is not None:
         if strength is None:
             strength, ratios = chat_strength(model, tok, vector)
@@ -252,9 +252,9 @@ def cmd_chat(args) -> int:
                   f"{PERPLEXITY_BOUND}x base (tried {tried}); set --strength to override", file=sys.stderr)
         vector = vector * strength
     if args.prompt is not None:
-        print(generate(model, tok, args.prompt, vector, max_new_tokens=args.max_new_tokens))
+        print(generate(model, tok, args.prompt, vector, max_new_tokens=args.max_new_tokens, system=system))
         return 0
-    chat_loop(model, tok, vector, max_new_tokens=args.max_new_tokens)
+    chat_loop(model, tok, vector, max_new_tokens=args.max_new_tokens, system=system)
     return 0
 
 
@@ -363,7 +363,7 @@ def cmd_persona(args) -> int:
     return 0
 
 
-def _add_source_args(p: argparse.ArgumentParser, system: bool) -> None:
+def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vector", help="steering vector file (.safetensors)")
     p.add_argument("--trait", metavar="POLE", help="steer to a trait pole: O+ O- C+ C- E+ E- A+ A- N+ N-")
     p.add_argument("--type", metavar="MBTI", help="steer to an MBTI type (e.g. INFP): the sum of its four poles")
@@ -371,8 +371,7 @@ def _add_source_args(p: argparse.ArgumentParser, system: bool) -> None:
                                                    "whose mean short-form answers become one vector")
     p.add_argument("--persona", metavar="TEXT", help="steer to a written persona, distilled into a vector "
                                                      "(pas.persona; no prompt at use)")
-    if system:
-        p.add_argument("--system", metavar="TEXT", help="a system prompt instead of steering (e.g. a persona)")
+    p.add_argument("--system", metavar="TEXT", help="a system prompt instead of steering (e.g. a persona)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,10 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_arg(p)
     p.set_defaults(func=cmd_align)
 
-    p = sub.add_parser("chat", help="chat with the model, steered by a saved vector, a trait pole, a type or a group")
+    p = sub.add_parser("chat", help="chat with the model, steered by a saved vector, a trait pole, a type, a group or "
+                                    "a persona, or prompted by a system prompt")
     _add_model_args(p)
     _add_data_args_no_subjects(p)
-    _add_source_args(p, system=False)
+    _add_source_args(p)
     p.add_argument("--adapter", help="a subject's saved DPO adapter folder (pas eval --method dpo --adapter-dir)")
     p.add_argument("--strength", type=float, default=None,
                    help="multiply the vector by this (1 = as learned for questionnaires, which is too strong for "
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("assess", help="give the model the IPIP-NEO inventory and score it like a person")
     _add_data_args_no_subjects(p)
     _add_model_args(p)
-    _add_source_args(p, system=True)
+    _add_source_args(p)
     p.add_argument("--strength", type=float, default=None, help="multiply the steering vector by this")
     p.add_argument("--items", choices=["120", "180", "300"], default="300",
                    help="which items: the short form (120), the other 180 (vectors built from the short form "

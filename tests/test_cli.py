@@ -127,6 +127,26 @@ def test_assess_and_chat_sources_are_checked_first(data_dir, capsys, no_model):
         main(base + ["--cases", "/nonexistent/cases.txt"])
     with pytest.raises(SystemExit, match="--strength needs"):
         main(["chat", "--strength", "0.5", "--prompt", "hi"])
+    with pytest.raises(SystemExit, match="not several"):
+        main(["chat", "--system", "You are shy.", "--trait", "E+", "--prompt", "hi"])
+
+
+def test_chat_with_a_system_prompt(tiny_llama, tokenizer, monkeypatch, capsys):
+    """``pas chat --system TEXT``: the persona as a prompt (the baseline a vector is compared with), no vector."""
+    import pas.chat
+    import pas.models
+
+    seen = {}
+
+    def fake_generate(model, tok, prompt, vector=None, **kw):
+        seen.update(prompt=prompt, vector=vector, **kw)
+        return "a reply"
+
+    monkeypatch.setattr(pas.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
+    monkeypatch.setattr(pas.chat, "generate", fake_generate)
+    assert main(["chat", "--system", "You are a blunt engineer.", "--prompt", "hi"]) == 0
+    assert seen["system"] == "You are a blunt engineer." and seen["vector"] is None and seen["prompt"] == "hi"
+    assert "a reply" in capsys.readouterr().out
 
 
 def test_traits_out_is_checked_first(data_dir, tmp_path, capsys, no_model):
