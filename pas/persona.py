@@ -83,15 +83,21 @@ def persona_vector(scorer: ItemScorer, text: str, *, construction: str = "contra
 
 
 def pole_coefficients(scorer: ItemScorer, prompted: Mapping[int, float], ids: Sequence[int],
-                      poles: Mapping[str, SteeringVector]) -> tuple[dict[str, float], dict[str, float]]:
+                      poles: Mapping[str, SteeringVector] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """``(coefficients, shifts)``: per domain, the prompted model's keyed domain shift on items ``ids`` from the
     unprompted model (``prompted``: its expected answers), and the coefficient of the pole on that side, the
     shift divided by what the pole makes at strength 1 on the same items (0 where the pole does not move its
-    domain that way; at most :data:`MAX_COEFFICIENT`). Both from expected answers, which move smoothly."""
+    domain that way; at most :data:`MAX_COEFFICIENT`). Both from expected answers, which move smoothly.
+    ``poles``: default the statement poles of :func:`statement_poles`, whose calibration on ``ids`` the scorer
+    remembers (other poles are calibrated on every call)."""
     from .assess import keyed_means
     from .data import DOMAINS
 
-    base, per_unit = scorer.remember(("pole_per_unit", tuple(ids)), lambda: _pole_per_unit(scorer, ids, poles))
+    if poles is None:
+        base, per_unit = scorer.remember(("pole_per_unit", tuple(ids)),
+                                         lambda: _pole_per_unit(scorer, ids, statement_poles(scorer)))
+    else:
+        base, per_unit = _pole_per_unit(scorer, ids, poles)
     shifts = {d: v - base[d] for d, v in keyed_means(scorer.bank, prompted)[0].items()}
     coefficients = {}
     for d in DOMAINS:
@@ -115,15 +121,20 @@ def _pole_per_unit(scorer: ItemScorer, ids: Sequence[int], poles: Mapping[str, S
     return base.domains_expected, per_unit
 
 
-def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted, name: str) -> SteeringVector:
-    """The ``"poles"`` construction: the ten pole vectors (built once per scorer) weighted by
-    :func:`pole_coefficients` of the prompted model's answers ``prompted``."""
-    from functools import reduce
-
+def statement_poles(scorer: ItemScorer) -> dict[str, SteeringVector]:
+    """The ten trait poles from the statements' keying (:func:`pas.traits.pole_vectors`), built once per scorer."""
     from .traits import pole_vectors
 
-    poles = scorer.remember(("pole_vectors", "statements"), lambda: pole_vectors(scorer))
-    coefficients, shifts = pole_coefficients(scorer, dict(zip(ids, map(float, prompted.expected))), ids, poles)
+    return scorer.remember(("pole_vectors", "statements"), lambda: pole_vectors(scorer))
+
+
+def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted, name: str) -> SteeringVector:
+    """The ``"poles"`` construction: the ten statement poles weighted by :func:`pole_coefficients` of the
+    prompted model's answers ``prompted``."""
+    from functools import reduce
+
+    poles = statement_poles(scorer)
+    coefficients, shifts = pole_coefficients(scorer, dict(zip(ids, map(float, prompted.expected))), ids)
     total = reduce(lambda a, b: a + b, [c * poles[p] for p, c in coefficients.items()])
     return dataclasses.replace(total, subject=name, item_hash=item_hash(ids),
                                config={"persona": text, "construction": "poles", "coefficients": coefficients,

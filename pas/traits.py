@@ -245,9 +245,9 @@ def keying_accuracy(scorer: ItemScorer, layers: Sequence[int] | None = None, *,
                     features: str = "heads") -> dict[int, dict[str, float]]:
     """Can this model's answer position tell a domain's +keyed statements from its -keyed ones?
 
-    Per layer (0-based; default every third from a quarter of the depth, and the last) and domain: the accuracy, on the domain's
-    statements among the other 180 items, of a logistic regression (standardised features, C = 0.1)
-    fitted on its short-form statements' keying (no one's answers). ``features``: ``"heads"`` (the
+    Per layer (0-based; default every third from a quarter of the depth, and the last) and domain: the
+    accuracy, on the domain's statements among the other 180 items, of a logistic regression (standardised
+    features, C = 0.1) fitted on its short-form statements' keying (no one's answers). ``features``: ``"heads"`` (the
     layer's head outputs, what a pole's gates read) or ``"residual"`` (the layer's output). About 0.5
     means a pole of that domain has nothing to gate on at that layer.
     """
@@ -265,9 +265,9 @@ def keying_accuracy(scorer: ItemScorer, layers: Sequence[int] | None = None, *,
 
     def rows(states, layer: int, domain: str) -> tuple[np.ndarray, np.ndarray]:
         by_id = bank.by_id
-        pick = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == domain]
+        pick = [k for k, i in enumerate(states.item_ids) if by_id[i].domain == domain]
         x = states.heads[pick, layer].flatten(1) if features == "heads" else states.residual[pick, layer + 1]
-        return x.numpy().astype(np.float64), np.array([by_id[states.item_ids[n]].keyed == "+" for n in pick])
+        return x.numpy().astype(np.float64), np.array([by_id[states.item_ids[k]].keyed == "+" for k in pick])
 
     out: dict[int, dict[str, float]] = {}
     for layer in layers:
