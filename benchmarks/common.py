@@ -41,9 +41,9 @@ def load_assessment(args: argparse.Namespace):
     """Threads set, then ``(data, scorer, held-out ids)``: the data dir, an ItemScorer on the model, and the
     180 items not used to build any pole vector."""
     from pas import load_model
-    from pas.assess import inventory_ids
-    from pas.data import load_papi
-    from pas.scoring import ItemScorer
+    from pas.score.assess import inventory_ids
+    from pas.core.data import load_papi
+    from pas.score.scorer import ItemScorer
 
     apply_threads(args)
     data = load_papi(args.data_dir)
@@ -53,7 +53,7 @@ def load_assessment(args: argparse.Namespace):
 
 def write_outputs(args: argparse.Namespace, result: dict, tables: str) -> Path:
     """results.json and tables.md under ``--out``; makes the figure's folder; returns the figure path."""
-    from pas.report import dumps
+    from pas.eval.report import dumps
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""Consistency report: template stability, resistance to induction, development (``pas.consistency``).
+"""Consistency report: template stability, resistance to induction, development (``benchmarks.measures.consistency``).
 
 Uses the ten trait-pole vectors (built on the IPIP-NEO-120 statements) and assesses on the other
-180 items; the prompted counterpart is each pole's system prompt (``pas.traits.POLE_PROMPTS``).
+180 items; the prompted counterpart is each pole's system prompt (``pas.space.poles.POLE_PROMPTS``).
 Development: one person's pas-gated vector + a growing fraction of a pole. Writes results.json,
 tables.md and a bar plot of the induction result.
 
@@ -14,11 +14,11 @@ import argparse
 import time
 
 from common import add_assessment_args, load_assessment, write_outputs
-from pas.align import PASConfig, fit_subject
-from pas.consistency import development, induction, template_stability
-from pas.data import select_subjects
-from pas.report import consistency_tables, induction_plot, machine_info
-from pas.traits import pole_vectors
+from pas.fit.align import PASConfig, fit_subject
+from measures.consistency import development, induction, template_stability
+from pas.core.data import select_subjects
+from pas.eval.report import consistency_tables, induction_plot, machine_info
+from pas.space.poles import pole_vectors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grow", default="C+", help="the pole added to the person in growing fractions")
     p.add_argument("--adapt", action="store_true",
                    help="re-centre each vector's gates for the other wording / the pressured context "
-                        "(pas.gated.recentre: prompts only, no answers)")
+                        "(pas.fit.gated.recentre: prompts only, no answers)")
     args = p.parse_args(argv)
     data, scorer, ids = load_assessment(args)
     t = time.perf_counter()

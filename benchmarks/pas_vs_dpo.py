@@ -18,13 +18,13 @@ from pathlib import Path
 
 from common import apply_threads
 from pas import ItemScorer, PASConfig, load_model, load_papi
-from pas.activations import answer_states, head_activations
-from pas.gated import calibrations
-from pas.data import select_subjects
-from pas.dpo import DPOSettings
-from pas.methods import LLM_METHODS, METHODS, NEEDS_MODEL, PAS_METHODS, MethodContext
-from pas.report import DEFAULT_REFERENCES, dumps, machine_info, markdown_table, plot, summarize
-from pas.run import run_methods, run_settings
+from pas.fit.activations import answer_states, head_activations
+from pas.fit.gated import calibrations
+from pas.core.data import select_subjects
+from pas.eval.dpo import DPOSettings
+from pas.eval.methods import LLM_METHODS, METHODS, NEEDS_MODEL, PAS_METHODS, MethodContext
+from pas.eval.report import DEFAULT_REFERENCES, dumps, machine_info, markdown_table, plot, summarize
+from pas.eval.run import run_methods, run_settings
 
 DEFAULT_METHODS = ("always-3", "population-median", "ridge", "readout", "base", "few-shot", "description", "pas",
                    "pas-learned", "pas+few-shot", "pas-gated", "dpo")

@@ -18,10 +18,10 @@ import torch
 
 from common import add_run_args, apply_threads, finish
 from pas import load_model, load_papi
-from pas.activations import head_activations
-from pas.align import PASConfig, _subset
-from pas.directions import SKLEARN_SOLVER, contrast_set, head_problems, sklearn_probe_accuracies, split_by_item, top_heads
-from pas.optimize import split_known
+from pas.fit.activations import head_activations
+from pas.fit.align import PASConfig, _subset
+from pas.fit.directions import SKLEARN_SOLVER, contrast_set, head_problems, sklearn_probe_accuracies, split_by_item, top_heads
+from pas.fit.optimize import split_known
 from pas_kernels import many_subject_accuracies
 from pas_kernels.compile import compile_seconds
 

@@ -21,9 +21,9 @@ import torch
 
 from common import add_run_args, apply_threads, finish
 from pas import SteeringVector, load_model
-from pas.adapter import layout
-from pas.batch import bias_table, row_steering
-from pas.hooks import add_offsets, add_row_biases
+from pas.core.arch import layout
+from pas.score.many import bias_table, row_steering
+from pas.steer.hooks import add_offsets, add_row_biases
 from pas_kernels.compile import compile_enabled, compile_seconds
 
 MODES = ("unsteered", "hook", "folded", "per_row", "per_row_hook", "gated_hook", "gated_per_row")
@@ -55,7 +55,7 @@ def random_gated(model, seed: int) -> SteeringVector:
 def compile_kernels(model) -> dict[str, float]:
     """First-call (compile) seconds of each steering kernel, at this model's widths.
 
-    Decode steps never call them (see pas.hooks), so they are compiled here explicitly;
+    Decode steps never call them (see pas.steer.hooks), so they are compiled here explicitly;
     a later call with another batch size or length reuses the same graph (dynamic shapes).
     """
     from pas_kernels import add_head_offsets, add_row_bias

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from pas import SteeringVector, align_to_subject, load_model, load_papi
-from pas.chat import generate
-from pas.fluency import chat_strength
-from pas.data import select_subjects
-from pas.scoring import ItemScorer
+from pas.steer.chat import generate
+from pas.steer.fluency import chat_strength
+from pas.core.data import select_subjects
+from pas.score.scorer import ItemScorer
 
 
 def main() -> None:

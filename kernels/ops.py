@@ -28,7 +28,7 @@ def add_row_bias_reference(y: torch.Tensor, table: torch.Tensor, rows: torch.Ten
 
     Row index ``S`` (the last row of the table, zeros) means "no steering". Gather and add in one
     fused kernel, for callers whose rows change from call to call (the hooks of
-    :func:`pas.hooks.add_row_biases` have fixed rows: they gather once and only add).
+    :func:`pas.steer.hooks.add_row_biases` have fixed rows: they gather once and only add).
     """
     return y + row_biases(table, rows).to(y.dtype)
 

@@ -2,14 +2,14 @@
 
 __version__ = "0.1.0"
 
-from .adapter import AttnOutSpec, register_architecture  # noqa: E402
-from .align import FitReport, PASConfig, align_to_subject, fit_subject  # noqa: E402
-from .assess import Assessment  # noqa: E402
-from .data import ItemBank, Subject, load_items, load_papi, load_subjects  # noqa: E402
-from .models import load_model  # noqa: E402
-from .scoring import ItemScorer  # noqa: E402
-from .steering import SteeringVector  # noqa: E402
-from .traits import group_vector, pole_vectors, type_vector  # noqa: E402
+from pas.core.arch import AttnOutSpec, register_architecture  # noqa: E402
+from pas.fit.align import FitReport, PASConfig, align_to_subject, fit_subject  # noqa: E402
+from pas.score.assess import Assessment  # noqa: E402
+from pas.core.data import ItemBank, Subject, load_items, load_papi, load_subjects  # noqa: E402
+from pas.core.models import load_model  # noqa: E402
+from pas.score.scorer import ItemScorer  # noqa: E402
+from pas.steer.vector import SteeringVector  # noqa: E402
+from pas.space.poles import group_vector, pole_vectors, type_vector  # noqa: E402
 
 __all__ = [
     "Assessment", "AttnOutSpec", "FitReport", "ItemBank", "ItemScorer", "PASConfig", "SteeringVector", "Subject",

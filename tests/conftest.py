@@ -26,7 +26,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def papi(data_dir):
-    from pas.data import load_papi
+    from pas.core.data import load_papi
 
     return load_papi(data_dir)
 
@@ -36,7 +36,7 @@ def tokenizer():
     """SmolLM2's tokenizer (with its chat template), from the embedded model's cache."""
     from transformers import AutoTokenizer
 
-    from pas.models import _dequantised_cache, embedded_gguf_path
+    from pas.core.models import _dequantised_cache, embedded_gguf_path
 
     tok = AutoTokenizer.from_pretrained(_dequantised_cache(embedded_gguf_path()))
     tok.padding_side = "left"
@@ -83,6 +83,6 @@ def tiny_llama(tokenizer):
 
 @pytest.fixture(scope="session")
 def real_model():
-    from pas.models import load_model
+    from pas.core.models import load_model
 
     return load_model()

@@ -1,7 +1,7 @@
 import torch
 
-from pas.activations import collect_head_outputs, head_activations
-from pas.adapter import o_proj_modules
+from pas.fit.activations import collect_head_outputs, head_activations
+from pas.core.arch import o_proj_modules
 
 
 def test_matches_nnsight_reading(tiny_llama, tokenizer):
@@ -35,8 +35,8 @@ def test_head_split_and_cache(tiny, tokenizer, papi, tmp_path, monkeypatch):
     grabbed = {}
     proj = o_proj_modules(tiny)[1]
     h = proj.register_forward_pre_hook(lambda m, a: grabbed.setdefault("x", a[0][0, -1].clone()))
-    from pas.activations import contrastive_texts
-    from pas.prompts import PromptTemplate
+    from pas.fit.activations import contrastive_texts
+    from pas.score.prompts import PromptTemplate
 
     text = contrastive_texts(tokenizer, papi.bank, ids[:1], PromptTemplate())[1]
     tiny(**tokenizer(text, return_tensors="pt", add_special_tokens=False))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pas.align import FitReport, PASConfig, align_to_subject, fit_subject
-from pas.steering import SteeringVector
+from pas.fit.align import FitReport, PASConfig, align_to_subject, fit_subject
+from pas.steer.vector import SteeringVector
 
 
 def test_config_validation():
@@ -58,8 +58,8 @@ def test_align_uses_the_subjects_own_bank(tiny_llama, tokenizer, papi, fast_conf
 
 def test_contrast_labels_follow_responses(tiny_llama, tokenizer, papi, fast_config):
     """The label of a reverse-keyed item comes from the response, not the stored keyed score."""
-    from pas.activations import head_activations
-    from pas.directions import contrast_set
+    from pas.fit.activations import head_activations
+    from pas.fit.directions import contrast_set
 
     s = papi.subjects[0]
     bank = papi.bank

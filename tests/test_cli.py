@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from pas.cli import main
-from pas.steering import SteeringVector
+from pas.cli.main import main
+from pas.steer.vector import SteeringVector
 
 REPO_BENCHMARKS = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks")
 
@@ -15,12 +15,12 @@ REPO_BENCHMARKS = str(__import__("pathlib").Path(__file__).resolve().parents[1] 
 @pytest.fixture
 def no_model(monkeypatch):
     """Any model load fails the test: the command must refuse before it."""
-    import pas.models
+    import pas.core.models
 
     def refuse(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(pas.models, "load_model", refuse)
+    monkeypatch.setattr(pas.core.models, "load_model", refuse)
 
 
 def _strict(line: str):
@@ -133,8 +133,8 @@ def test_assess_and_chat_sources_are_checked_first(data_dir, capsys, no_model):
 
 def test_chat_with_a_system_prompt(tiny_llama, tokenizer, monkeypatch, capsys):
     """``pas chat --system TEXT``: the persona as a prompt (the baseline a vector is compared with), no vector."""
-    import pas.chat
-    import pas.models
+    import pas.steer.chat
+    import pas.core.models
 
     seen = {}
 
@@ -142,8 +142,8 @@ def test_chat_with_a_system_prompt(tiny_llama, tokenizer, monkeypatch, capsys):
         seen.update(prompt=prompt, vector=vector, **kw)
         return "a reply"
 
-    monkeypatch.setattr(pas.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
-    monkeypatch.setattr(pas.chat, "generate", fake_generate)
+    monkeypatch.setattr(pas.core.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
+    monkeypatch.setattr(pas.steer.chat, "generate", fake_generate)
     assert main(["chat", "--system", "You are a blunt engineer.", "--prompt", "hi"]) == 0
     assert seen["system"] == "You are a blunt engineer." and seen["vector"] is None and seen["prompt"] == "hi"
     assert "a reply" in capsys.readouterr().out
@@ -179,10 +179,10 @@ def test_persona_describe_picks_one_source_and_a_known_case(data_dir, tmp_path, 
 
 def test_persona_describe_distils_the_template_description(data_dir, tmp_path, capsys, monkeypatch, tiny_llama,
                                                            tokenizer):
-    import pas.models
-    from pas.steering import SteeringVector
+    import pas.core.models
+    from pas.steer.vector import SteeringVector
 
-    monkeypatch.setattr(pas.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
+    monkeypatch.setattr(pas.core.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
     out = tmp_path / "p.safetensors"
     assert main(["persona", "--describe", "172481", "--out", str(out), "--data-dir", str(data_dir)]) == 0
     printed = capsys.readouterr().out

@@ -1,13 +1,13 @@
-"""Consistency checks (pas.consistency) and the prompt variants they use, on a tiny model."""
+"""Consistency checks (benchmarks.measures.consistency) and the prompt variants they use, on a tiny model."""
 
 from __future__ import annotations
 
 import pytest
 
-from pas.consistency import development, induction, pressure_text, template_stability
-from pas.prompts import PromptTemplate, item_prompt
-from pas.report import consistency_tables
-from pas.scoring import ItemScorer
+from benchmarks.measures.consistency import development, induction, pressure_text, template_stability
+from pas.score.prompts import PromptTemplate, item_prompt
+from pas.eval.report import consistency_tables
+from pas.score.scorer import ItemScorer
 
 
 def test_prompt_variants(tokenizer):
@@ -24,9 +24,9 @@ def test_prompt_variants(tokenizer):
 
 
 def test_consistency_checks_run_and_are_consistent(tiny_llama, tokenizer, papi):
-    from test_traits import _planted_scorer
+    from test_poles import _planted_scorer
 
-    from pas.traits import pole_vectors, profile_vector
+    from pas.space.poles import pole_vectors, profile_vector
 
     planted, _ = _planted_scorer(tiny_llama, tokenizer, papi, 2, 1)
     poles = pole_vectors(planted, ["E+", "C+"])
@@ -51,8 +51,8 @@ def test_recentre_moves_the_gate_by_the_context_mean(tiny_llama, tokenizer, papi
     """Re-centring changes only gate biases, by -w . (mean_context - mean_reference); same context = same vector."""
     import torch
 
-    from pas.activations import answer_states
-    from pas.gated import recentre
+    from pas.fit.activations import answer_states
+    from pas.fit.gated import recentre
     from test_gated import random_gated
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)

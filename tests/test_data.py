@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from pas.data import (PapiDataError, keyed_score, load_items, load_papi, load_subjects, opposite_key_correlation,
+from pas.core.data import (PapiDataError, keyed_score, load_items, load_papi, load_subjects, opposite_key_correlation,
                       parse_subjects, resolve_data_dir, select_subjects)
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pas.activations import HeadActivations
-from pas.directions import NotEnoughAnswersError, contrast_set, find_directions, split_by_item, top_heads
+from pas.fit.activations import HeadActivations
+from pas.fit.directions import NotEnoughAnswersError, contrast_set, find_directions, split_by_item, top_heads
 
 
 def _planted(n_items=60, layers=3, heads=4, dim=16, seed=0):

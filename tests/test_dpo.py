@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pas.dpo import DPOSettings, load_adapter, preference_pairs, save_adapter, train_dpo
-from pas.scoring import ItemScorer
+from pas.eval.dpo import DPOSettings, load_adapter, preference_pairs, save_adapter, train_dpo
+from pas.score.scorer import ItemScorer
 
 
 def test_settings_validation():

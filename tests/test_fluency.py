@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from pas.fluency import NEUTRAL_PROMPTS, chat_strength, check_strength, perplexity_ratio, reply_nll
-from pas.steering import SteeringVector
+from pas.steer.fluency import NEUTRAL_PROMPTS, chat_strength, check_strength, perplexity_ratio, reply_nll
+from pas.steer.vector import SteeringVector
 
 
 @pytest.fixture

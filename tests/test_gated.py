@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from pas.adapter import layout, o_proj_modules
-from pas.align import PASConfig, fit_subject
-from pas.steering import SteeringFileError, SteeringVector
+from pas.core.arch import layout, o_proj_modules
+from pas.fit.align import PASConfig, fit_subject
+from pas.steer.vector import SteeringFileError, SteeringVector
 
 
 def random_gated(model, seed: int = 0, layers=(1,), scale: float = 0.5) -> SteeringVector:
@@ -77,7 +77,7 @@ def test_constant_as_gated_is_the_same_steering(tiny, tokenizer):
 
 
 def test_gated_per_row_equals_each_row_alone(tiny_llama, tokenizer):
-    from pas.batch import generate_many
+    from pas.score.many import generate_many
 
     vecs = [random_gated(tiny_llama, seed=s) for s in range(3)]
     vecs = [dataclasses.replace(v, positions="last") for v in vecs]
@@ -91,8 +91,8 @@ def test_gated_per_row_equals_each_row_alone(tiny_llama, tokenizer):
 def test_gated_score_many_equals_one_by_one(tiny_llama, tokenizer, papi):
     import numpy as np
 
-    from pas.batch import score_many
-    from pas.scoring import ItemScorer
+    from pas.score.many import score_many
+    from pas.score.scorer import ItemScorer
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     ids = papi.bank.test_ids[:6]

@@ -30,9 +30,9 @@ def test_kernels_on_cuda():
 def test_score_many_on_cuda(tokenizer, papi):
     from conftest import make_tiny
 
-    from pas.batch import score_many
-    from pas.scoring import ItemScorer
-    from pas.steering import SteeringVector
+    from pas.score.many import score_many
+    from pas.score.scorer import ItemScorer
+    from pas.steer.vector import SteeringVector
 
     model = make_tiny("llama", len(tokenizer)).cuda()
     off = torch.randn(3, 4, 8)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_load_model_from_cache_is_fast(real_model):
-    from pas.models import load_model
+    from pas.core.models import load_model
 
     t = time.perf_counter()
     model, tok = load_model()
@@ -23,8 +23,8 @@ def test_load_model_from_cache_is_fast(real_model):
 
 
 def test_real_batched_equals_unbatched(real_model, papi):
-    from pas.prompts import PromptTemplate, few_shot_system
-    from pas.scoring import score_texts
+    from pas.score.prompts import PromptTemplate, few_shot_system
+    from pas.score.scorer import score_texts
 
     model, tok = real_model
     s = papi.subjects[0]
@@ -38,7 +38,7 @@ def test_real_batched_equals_unbatched(real_model, papi):
 
 def test_align_lowers_training_loss_and_round_trips(real_model, papi, tmp_path, capsys):
     from pas import PASConfig, SteeringVector, fit_subject
-    from pas.cli import main
+    from pas.cli.main import main
 
     model, tok = real_model
     s = papi.subjects[1]
@@ -57,7 +57,7 @@ def test_align_lowers_training_loss_and_round_trips(real_model, papi, tmp_path, 
 
 
 def test_cli_eval_json(data_dir, capsys):
-    from pas.cli import main
+    from pas.cli.main import main
 
     case = "172481"
     assert main(["eval", "--data-dir", str(data_dir), "--subject", case, "--method", "always-3", "--method", "base",
@@ -65,7 +65,7 @@ def test_cli_eval_json(data_dir, capsys):
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     assert [r["method"] for r in lines] == ["always-3", "base"]
     stored = next(r for r in json.loads((data_dir / "subjects.json").read_text()) if str(r["case"]) == case)
-    from pas.data import load_items
+    from pas.core.data import load_items
 
     bank = load_items(data_dir)
     for r in lines:
@@ -87,7 +87,7 @@ def test_cli_eval_json(data_dir, capsys):
 
 
 def test_cli_errors_are_clear(data_dir, capsys, tmp_path):
-    from pas.cli import main
+    from pas.cli.main import main
 
     assert main(["eval", "--data-dir", str(data_dir), "--subject", "nobody", "--method", "always-3"]) == 2
     assert "unknown subject ids ['nobody']" in capsys.readouterr().err
@@ -114,9 +114,9 @@ def test_readme_snippet_runs_from_any_folder(data_dir, tmp_path, monkeypatch):
 def test_neuroticism_poles_move_assessed_n_on_held_out_items(real_model, papi):
     """N+ / N- vectors built on the 120 short-form statements move the assessed N score on the other 180
     items by more than half a point each way (measured: about +1.1 / -1.2 at strength 1)."""
-    from pas.assess import assess, inventory_ids
-    from pas.scoring import ItemScorer
-    from pas.traits import pole_vectors
+    from pas.score.assess import assess, inventory_ids
+    from pas.score.scorer import ItemScorer
+    from pas.space.poles import pole_vectors
 
     model, tok = real_model
     scorer = ItemScorer(model, tok, papi.bank)

@@ -51,8 +51,8 @@ def test_logistic_matches_sklearn():
 
 
 def test_torch_probes_select_sklearn_heads():
-    from pas.activations import HeadActivations
-    from pas.directions import contrast_set, sklearn_probe_accuracies, split_by_item, top_heads, torch_probe_accuracies
+    from pas.fit.activations import HeadActivations
+    from pas.fit.directions import contrast_set, sklearn_probe_accuracies, split_by_item, top_heads, torch_probe_accuracies
 
     g = torch.Generator().manual_seed(1)
     acts = torch.randn(40, 2, 3, 4, 8, generator=g)
@@ -106,8 +106,8 @@ def test_logistic_converges_on_separable_badly_scaled_data():
 
 def test_uninformative_head_scores_one_half():
     """A head whose output ignores the answer letter gets logits ~0: counted as ties, not as a coin toss."""
-    from pas.activations import HeadActivations
-    from pas.directions import contrast_set, sklearn_probe_accuracies, split_by_item, torch_probe_accuracies
+    from pas.fit.activations import HeadActivations
+    from pas.fit.directions import contrast_set, sklearn_probe_accuracies, split_by_item, torch_probe_accuracies
 
     g = torch.Generator().manual_seed(4)
     acts = torch.randn(30, 2, 2, 2, 6, generator=g)

@@ -3,9 +3,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pas.evaluate import score_subject
-from pas.methods import METHODS, MethodContext, always_3, population_median, ridge
-from pas.run import run_methods
+from pas.score.metric import score_subject
+from pas.eval.methods import METHODS, MethodContext, always_3, population_median, ridge
+from pas.eval.run import run_methods
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_yardsticks_score_the_same_in_either_encoding(ctx, papi):
     """MAE of a population yardstick does not depend on whether it learned responses or keyed scores."""
     import dataclasses
 
-    from pas.data import keyed_score
+    from pas.core.data import keyed_score
 
     by_id = papi.bank.by_id
     keyed = [dataclasses.replace(s, responses=s.keyed_scores()) for s in papi.subjects]
@@ -63,7 +63,7 @@ def test_unknown_method(ctx, papi):
 
 
 def test_tiny_model_methods_run(tiny_llama, tokenizer, papi):
-    from pas.scoring import ItemScorer
+    from pas.score.scorer import ItemScorer
 
     ctx = MethodContext(papi.bank, papi.subjects, ItemScorer(tiny_llama, tokenizer, papi.bank))
     s = papi.subjects[0]
@@ -78,8 +78,8 @@ def test_reversed_options_score_values_not_letters(tiny_llama, tokenizer, papi):
     """With reversed options the letter for answer 5 is E; the reported answers stay answer values."""
     import numpy as np
 
-    from pas.prompts import PromptTemplate, few_shot_system
-    from pas.scoring import ItemScorer
+    from pas.score.prompts import PromptTemplate, few_shot_system
+    from pas.score.scorer import ItemScorer
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     rev = scorer.reversed()
@@ -102,7 +102,7 @@ def test_reversed_options_score_values_not_letters(tiny_llama, tokenizer, papi):
 def test_readout_uses_known_items_only_and_beats_nothing_for_free(tiny_llama, tokenizer, papi):
     import dataclasses
 
-    from pas.scoring import ItemScorer
+    from pas.score.scorer import ItemScorer
 
     ctx = MethodContext(papi.bank, papi.subjects, ItemScorer(tiny_llama, tokenizer, papi.bank))
     s = papi.subjects[2]
@@ -117,7 +117,7 @@ def test_fit_readout_finds_a_planted_signal(papi):
     """A feature set that carries the answers is chosen over noise, and predicts held-out items."""
     import numpy as np
 
-    from pas.readout import fit_readout
+    from pas.fit.readout import fit_readout
 
     rng = np.random.default_rng(0)
     s = papi.subjects[0]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pas.optimize import Objective, expected_abs_error, search_alpha, split_known
+from pas.fit.optimize import Objective, expected_abs_error, search_alpha, split_known
 
 
 def test_split_known_balanced_and_deterministic(papi):

@@ -1,21 +1,21 @@
-"""Written personas become vectors (pas.persona)."""
+"""Written personas become vectors (pas.space.persona)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pas.activations import AnswerStates
-from pas.adapter import layout
-from pas.scoring import ItemScorer
-from pas.steering import SteeringVector
+from pas.fit.activations import AnswerStates
+from pas.core.arch import layout
+from pas.score.scorer import ItemScorer
+from pas.steer.vector import SteeringVector
 
 PERSONA = "You are a retired nurse who volunteers at the local library and loves quiet evenings."
 
 
 def test_persona_contrast_recovers_a_planted_direction(tiny_llama, tokenizer, papi, monkeypatch):
     """Head outputs with the persona = without + a planted direction on one head (+ noise): the contrast is it."""
-    import pas.persona as persona
+    import pas.space.persona as persona
 
     lay = layout(tiny_llama)
     ids = papi.bank.train_ids
@@ -39,7 +39,7 @@ def test_persona_contrast_recovers_a_planted_direction(tiny_llama, tokenizer, pa
 def test_persona_vector_on_a_tiny_model(tiny_llama, tokenizer, papi, tmp_path):
     """The real activations: a constant answer-position vector whose strength is the best match to the
     prompted model on the known prompts (never worse than no vector); it saves and loads."""
-    from pas.persona import STRENGTHS, persona_vector
+    from pas.space.persona import STRENGTHS, persona_vector
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     ids = papi.bank.train_ids[:16]
@@ -65,9 +65,9 @@ def test_pole_coefficients_reproduce_the_prompted_shift(tiny_llama, tokenizer, p
     """A prompted model that answers E statements 0.3 further toward E+ than the unprompted one (nothing else
     changed) maps to the E+ pole with coefficient 0.3 / (E+'s own shift at strength 1) and zero elsewhere;
     the mixture is that multiple of the E+ vector."""
-    from pas.assess import assess
-    from pas.persona import MAX_COEFFICIENT, pole_coefficients, pole_mixture
-    from pas.traits import pole_vectors
+    from pas.score.assess import assess
+    from pas.space.persona import MAX_COEFFICIENT, pole_coefficients, pole_mixture
+    from pas.space.poles import pole_vectors
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     ids = papi.bank.train_ids

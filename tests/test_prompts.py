@@ -1,7 +1,7 @@
 import pytest
 
-from pas.activations import check_contrast, contrastive_texts
-from pas.prompts import LETTER_VALUES, PromptTemplate, few_shot_system, item_prompt, letter_token_ids, second_person
+from pas.fit.activations import check_contrast, contrastive_texts
+from pas.score.prompts import LETTER_VALUES, PromptTemplate, few_shot_system, item_prompt, letter_token_ids, second_person
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -53,7 +53,7 @@ def test_few_shot_shows_responses_not_keyed_scores(papi, data_dir):
     """A reverse-keyed statement is shown with what the person chose for it as worded (6 - stored)."""
     import json
 
-    from pas.prompts import answer_label, second_person
+    from pas.score.prompts import answer_label, second_person
 
     s = papi.subjects[0]
     raw = next(r for r in json.loads((data_dir / "subjects.json").read_text()) if str(r["case"]) == s.case)
@@ -69,7 +69,7 @@ def test_few_shot_shows_responses_not_keyed_scores(papi, data_dir):
                                         (3.0, "average"), (2.75, "average"), (2.5, "low"), (1.75, "low"),
                                         (1.5, "very low"), (1.0, "very low")])
 def test_level_word_is_symmetric_about_3(score, word):
-    from pas.prompts import level_word
+    from pas.score.prompts import level_word
 
     assert level_word(score) == word
     mirror = {"very high": "very low", "high": "low", "average": "average", "low": "high", "very low": "very high"}
@@ -78,7 +78,7 @@ def test_level_word_is_symmetric_about_3(score, word):
 
 def test_template_description_by_hand(papi):
     """A synthetic answer sheet: one facet all at its keyed top, one reverse-keyed statement answered 1."""
-    from pas.prompts import second_person, template_description
+    from pas.score.prompts import second_person, template_description
 
     by_id = papi.bank.by_id
     known = papi.bank.train_ids

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from pas.methods import MethodContext
-from pas.report import markdown_table, plot, summarize
-from pas.run import SettingsMismatchError, run_methods
+from pas.eval.methods import MethodContext
+from pas.eval.report import markdown_table, plot, summarize
+from pas.eval.run import SettingsMismatchError, run_methods
 
 
 def test_resume_and_report(papi, tmp_path):
@@ -46,11 +46,11 @@ def test_unscorable_subject_is_named_and_others_kept(papi, tmp_path):
 
     flat = dataclasses.replace(papi.subjects[0], responses={i: 3 for i in papi.subjects[0].responses})
     ctx = MethodContext(papi.bank, papi.subjects)
-    from pas.methods import METHODS
+    from pas.eval.methods import METHODS
 
     def refuse(ctx_, subject):  # stands in for PAS without loading a model: its first step on this subject
-        from pas.directions import contrast_set
-        from pas.activations import HeadActivations
+        from pas.fit.directions import contrast_set
+        from pas.fit.activations import HeadActivations
         import torch
 
         ids = papi.bank.train_ids
@@ -70,7 +70,7 @@ def test_unscorable_subject_is_named_and_others_kept(papi, tmp_path):
 
 
 def test_reversed_gain_kept_is_worked_out_by_hand():
-    from pas.report import markdown_table, reversed_gain_kept, summarize
+    from pas.eval.report import markdown_table, reversed_gain_kept, summarize
 
     def rec(case, comp, rev=None):
         r = {"case": case, "composite": comp, "domains": {d: comp / 5 for d in "OCEAN"}, "expected_composite": comp,

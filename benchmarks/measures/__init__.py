@@ -1,0 +1,1 @@
+"""Measurement-only code used by the benchmarks (not part of the library): consistency checks."""

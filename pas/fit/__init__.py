@@ -1,0 +1,1 @@
+"""Fitting one person's vector: activations, probes and directions, strength search, learning, readout, gated fitting, align."""

@@ -1,0 +1,223 @@
+"""``align_to_subject``: the PAS pipeline, chaining the stages and nothing more.
+
+activations (cached, subject-independent) -> directions (probes on the subject's fit
+items) -> strength search on validation items -> learned offsets -> SteeringVector.
+:func:`fit_subject` returns the vector and a typed :class:`FitReport` beside it (how the
+fit went: timings, traces); the vector file keeps only provenance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from pas.fit.activations import HeadActivations, head_activations
+from pas.core.data import ItemBank, Subject
+from pas.fit.directions import PROBES, find_directions
+from pas.steer.hooks import dense_offsets
+from pas.score.metric import objective
+from pas.fit.optimize import SteeredItems, learn_offsets, search_alpha, split_known
+from pas.score.prompts import few_shot_system
+from pas.score.scorer import ItemScorer
+from pas.steer.vector import SteeringVector, item_hash
+
+
+@dataclass(frozen=True)
+class PASConfig:
+    """Settings of one alignment. All choices are made on the subject's known answers.
+
+    k: heads kept (top probe accuracy). alpha_grid / refine_steps: the strength search
+    (alpha in units of each head's sigma). val_fraction: share of known items held out
+    for choosing alpha and early stopping. probe_val_fraction: share of fit items held
+    out to rank probes. learn: learn offsets after the search (else the searched ones).
+    steps / lr / penalty / patience / eval_every: the offset optimisation (Adam on offsets
+    in sigma units; penalty on the squared distance from the searched offsets).
+    few_shot: also put the known answers in the system prompt (PAS + few-shot).
+    positions: "last" steers the answer position only, "all" every prompt position
+    (slower; searched strength only). probe: "torch" (all heads at once, Newton) or
+    "sklearn" (one LogisticRegression per head); both reach the same optimum. seed: every random choice.
+    kind: "constant" (PAS: one offset per head) or "gated" (offsets that follow each statement,
+    see :mod:`pas.fit.gated`; the probe, strength and learning settings above do not apply to it).
+    gate_layer: for "gated", the layer whose heads are gated (negative counts from the end;
+    default the last); the layer below it carries the constant letter correction.
+    gate_both_orders: solve the gated pushes for both option orders at once (aimed at an answer's
+    meaning rather than its letter). Off by default: on the embedded model the joint solution
+    leaves every answer at "Neither" (measured, see README), while the standard-order push works
+    on the standard order (and, being a letter push, not on reversed options).
+    """
+
+    k: int = 24
+    alpha_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    refine_steps: int = 6
+    val_fraction: float = 1 / 3
+    probe_val_fraction: float = 0.3
+    learn: bool = True
+    steps: int = 60
+    lr: float = 0.1
+    penalty: float = 0.01
+    patience: int = 4
+    eval_every: int = 5
+    few_shot: bool = False
+    positions: str = "last"
+    probe: str = "torch"
+    seed: int = 0
+    kind: str = "constant"
+    gate_layer: int = -1
+    gate_both_orders: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.k >= 1, f"k must be >= 1, got {self.k}"),
+            (len(self.alpha_grid) >= 2 and min(self.alpha_grid) >= 0, f"alpha_grid needs >= 2 values >= 0, got {self.alpha_grid}"),
+            (0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
+            (0 < self.probe_val_fraction < 1, f"probe_val_fraction must be in (0, 1), got {self.probe_val_fraction}"),
+            (self.steps >= 1 and self.eval_every >= 1 and self.patience >= 1, "steps, eval_every, patience must be >= 1"),
+            (self.lr > 0 and self.penalty >= 0, f"lr must be > 0 and penalty >= 0, got {self.lr}, {self.penalty}"),
+            (self.positions in ("last", "all"), f"positions must be 'last' or 'all', got {self.positions!r}"),
+            (self.probe in ("torch", "sklearn"), f"probe must be 'torch' or 'sklearn', got {self.probe!r}"),
+            (not (self.learn and self.positions == "all" and self.kind == "constant"),
+             "learned offsets need positions='last' (learning through every position is too slow here); set learn=False"),
+            (self.kind in ("constant", "gated"), f"kind must be 'constant' or 'gated', got {self.kind!r}"),
+            (not (self.kind == "gated" and self.positions != "last"),
+             "gated vectors are fitted at the answer position: use positions='last' (apply elsewhere with "
+             "dataclasses.replace(vector, positions='all') to try it)"),
+            (self.gate_layer != 0, "gate_layer 0 has no layer below it for the letter correction"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+
+def _subset(acts: HeadActivations, ids) -> HeadActivations:
+    pos = {i: n for n, i in enumerate(acts.item_ids)}
+    return HeadActivations(tuple(ids), acts.acts[[pos[i] for i in ids]])
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """How one alignment went; returned beside the vector, never stored in it.
+
+    alpha_trace: {alpha: (validation composite, expected composite, letter mass)} of the strength search.
+    learn_trace: (step, fit loss, validation composite, validation expected) of the learned
+    offsets; best_step 0 means the searched offsets were kept.
+    """
+
+    subject: str
+    alpha: float
+    alpha_trace: dict[float, tuple[float, float, float]]
+    fit_items: int
+    val_items: int
+    search_seconds: float
+    fit_seconds: float
+    best_step: int | None = None
+    fit_loss_start: float | None = None
+    fit_loss_end: float | None = None
+    learn_trace: list[tuple[int, float, float, float]] = field(default_factory=list)
+    gated: dict | None = None  # kind "gated": gated layer, gain, shift, out-of-fold readout composite
+
+    def summary(self) -> dict:
+        """The scalar facts, for reports (traces left out)."""
+        facts = {"alpha": self.alpha, "fit_items": self.fit_items, "val_items": self.val_items,
+                 "search_seconds": self.search_seconds, "best_step": self.best_step,
+                 "fit_loss_start": self.fit_loss_start, "fit_loss_end": self.fit_loss_end}
+        return {**facts, **(self.gated or {})}
+
+
+def align_to_subject(model, subject: Subject, config: PASConfig | None = None, **kw) -> SteeringVector:
+    """Learn a steering vector that makes ``model`` answer like ``subject``, from known answers only.
+
+    See :func:`fit_subject` for the keyword arguments; this returns only the vector.
+    """
+    return fit_subject(model, subject, config, **kw)[0]
+
+
+def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tokenizer=None,
+                bank: ItemBank | None = None, scorer: ItemScorer | None = None,
+                progress: bool = True) -> tuple[SteeringVector, FitReport]:
+    """The PAS pipeline on one subject's known responses: ``(vector, report)``.
+
+    ``tokenizer`` defaults to the one :func:`pas.load_model` attached; ``bank`` to the
+    item bank the subject was loaded with. Deterministic for a given ``config.seed``.
+    The 180 test items are never read. ``progress`` shows bars for the activation pass,
+    the strength search and the offset learning.
+    """
+    t0 = time.perf_counter()
+    config = config or PASConfig()
+    tokenizer = tokenizer or getattr(model, "pas_tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("pass tokenizer=... (or load the model with pas.load_model)")
+    bank = bank or (scorer.bank if scorer else subject.bank)
+    if bank is None:
+        raise ValueError(f"subject {subject.case} carries no item bank; pass bank= (or load it with pas.load_papi)")
+    scorer = scorer or ItemScorer(model, tokenizer, bank)
+    known = subject.responses_to(bank.train_ids)
+    if config.kind == "gated":
+        return _fit_gated(model, subject, config, scorer, known, t0)
+    fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
+    acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
+    dirs = find_directions(_subset(acts, fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
+                           seed=config.seed, probe=PROBES[config.probe], case=subject.case)
+    base = dirs.vectors * dirs.sigmas[:, None]  # alpha = 1
+    shape = _shape(model)
+    system = few_shot_system(bank, {i: known[i] for i in fit_ids}) if config.few_shot else None
+
+    def offsets_for(vectors: torch.Tensor) -> torch.Tensor:
+        return dense_offsets(dirs.heads, vectors, *shape)
+
+    t_search = time.perf_counter()
+    if config.positions == "last":
+        lowest = min((layer for layer, _ in dirs.heads), default=0)  # layers below it run once per item, not per trial
+        fit = SteeredItems(model, bank, subject, tuple(fit_ids), scorer.encode(fit_ids, system), scorer.letter_ids,
+                           lowest)
+        val = SteeredItems(model, bank, subject, tuple(val_ids), scorer.encode(val_ids, system), scorer.letter_ids,
+                           lowest)
+        alpha, trace = search_alpha(lambda a: val.objective(offsets_for(a * base)), config.alpha_grid,
+                                    config.refine_steps, progress=progress)
+    else:
+        def objective_all(a: float):
+            vector = SteeringVector.for_model(model, offsets_for(a * base), positions="all")
+            return objective(bank, subject, val_ids, scorer.score(val_ids, system, steering=vector))
+
+        alpha, trace = search_alpha(objective_all, config.alpha_grid, config.refine_steps, progress=progress)
+    search_seconds = time.perf_counter() - t_search
+    vectors, learned = alpha * base, {}
+    if config.learn:
+        res = learn_offsets(fit, val, dirs.heads, vectors, dirs.sigmas, steps=config.steps, lr=config.lr,
+                            penalty=config.penalty, patience=config.patience, eval_every=config.eval_every,
+                            seed=config.seed, progress=progress)
+        vectors = res.vectors
+        learned = {"best_step": res.best_step, "fit_loss_start": res.fit_loss_start,
+                   "fit_loss_end": res.fit_loss_end, "learn_trace": res.trace}
+    vector = SteeringVector.for_model(
+        model, offsets_for(vectors),
+        heads=dirs.heads, probe_accuracies=dirs.accuracies, sigmas=tuple(float(s) for s in dirs.sigmas),
+        alpha=float(alpha), positions=config.positions, subject=subject.case, item_hash=item_hash(known),
+        config=asdict(config),
+    )
+    report = FitReport(subject.case, float(alpha), trace, len(fit_ids), len(val_ids), search_seconds,
+                       time.perf_counter() - t0, **learned)
+    return vector, report
+
+
+def _fit_gated(model, subject: Subject, config: PASConfig, scorer: ItemScorer, known, t0: float):
+    from pas.fit.gated import fit_gated
+
+    g = fit_gated(scorer, subject, config.gate_layer, seed=config.seed, both_orders=config.gate_both_orders)
+    heads = tuple((layer, h) for layer in (g.layer - 1, g.layer) for h in range(g.offsets.shape[1]))
+    vector = SteeringVector.for_model(
+        model, g.offsets, kind="gated", gate_weights=g.weights, gate_bias=g.bias, heads=heads, positions="last",
+        subject=subject.case, item_hash=item_hash(known), config=asdict(config),
+    )
+    trace = {gain: v for (gain, shift), v in g.calibration.items() if shift == g.shift}
+    report = FitReport(subject.case, g.gain, trace, len(known), len(known), 0.0, time.perf_counter() - t0,
+                       gated={"layer": g.layer, "gain": g.gain, "shift": g.shift, "readout_cv": g.readout_cv})
+    return vector, report
+
+
+def _shape(model) -> tuple[int, int, int]:
+    from pas.core.arch import layout
+
+    lay = layout(model)
+    return lay.n_layers, lay.n_heads, lay.head_dim

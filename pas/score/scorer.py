@@ -1,0 +1,351 @@
+"""Questionnaire scoring: the model's next-token distribution over the option letters.
+
+Fast path, with the same results as one prompt at a time (tested):
+
+1. tokens shared by every prompt (system prompt, template head) run once; their KV
+   cache is reused by every batch (prefix caching);
+2. the rest of each prompt *except its last token* runs in left-padded batches with
+   explicit position ids (the "body" KV cache, kept in :class:`EncodedPrompts`);
+3. the last token runs on top of that cache (``logits_to_keep=1``) and gives the
+   letter logits. Steering that acts only on the answer position ("last" mode)
+   re-runs only step 3, which is what makes strength search and offset learning cheap;
+4. steering that starts at layer ``k`` cannot change the answer position's input to
+   layer ``k``: that input is kept per batch (the "trunk", captured on the first pass)
+   and later passes run only layers ``k..`` on it (``from_layer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pas.core.arch import decoder_layers
+from pas.score.prompts import LETTER_VALUES, letter_token_ids
+
+
+@dataclass
+class OptionScores:
+    """Per prompt: ``probs`` over A..E (renormalised), ``letter_mass`` = their share of the full vocabulary."""
+
+    probs: np.ndarray  # [N, 5]
+    letter_mass: np.ndarray  # [N]
+
+    @property
+    def answers(self) -> np.ndarray:
+        """Answer value 1..5 of the most likely letter."""
+        return np.asarray(LETTER_VALUES)[self.probs.argmax(axis=1)]
+
+    @property
+    def expected(self) -> np.ndarray:
+        """Expected answer value under the 5-way distribution."""
+        return self.probs @ np.asarray(LETTER_VALUES, dtype=np.float64)
+
+
+@dataclass
+class _Batch:
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, the body only: [B, kv_heads, S, D]
+    last_ids: torch.Tensor  # [B, 1]
+    mask: torch.Tensor  # [B, P + S + 1]
+    positions: torch.Tensor  # [B, 1]
+    index: torch.Tensor  # [B] position of each row in the caller's list
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # shared, [1, kv_heads, P, D]
+    trunk: dict[int, torch.Tensor] = field(default_factory=dict)  # layer k -> unsteered input of layer k [B, 1, H]
+
+    def full_kv(self, skip: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Prefix + body cache for this batch (the prefix is stored once, expanded here). Layers ``1..skip-1``
+        keep their body only: a pass from layer ``skip`` never reads them (layer 0 gives the cache length)."""
+        if not self.prefix_kv:
+            return self.kv
+        b = self.last_ids.shape[0]
+        return [(torch.cat([pk.expand(b, -1, -1, -1), k], 2), torch.cat([pv.expand(b, -1, -1, -1), v], 2))
+                if not 0 < i < skip else (k, v)
+                for i, ((pk, pv), (k, v)) in enumerate(zip(self.prefix_kv, self.kv))]
+
+    def select(self, rows: torch.Tensor, index: torch.Tensor) -> _Batch:
+        """Rows ``rows`` of this batch, numbered ``index`` in the new caller's list."""
+        return replace(self, kv=[(k[rows], v[rows]) for k, v in self.kv], last_ids=self.last_ids[rows],
+                       mask=self.mask[rows], positions=self.positions[rows], index=index,
+                       trunk={k: t[rows] for k, t in self.trunk.items()})
+
+
+@dataclass
+class EncodedPrompts:
+    """Prompts run up to (not including) their last token; the shared prefix's cache is kept once."""
+
+    batches: list[_Batch]
+    n: int
+
+    def select(self, positions: Sequence[int]) -> EncodedPrompts:
+        """The prompts at ``positions`` of the caller's list, in that order, without re-running anything."""
+        where = {p: j for j, p in enumerate(positions)}
+        if len(where) != len(positions) or not all(0 <= p < self.n for p in where):
+            raise ValueError(f"positions must be distinct and in 0..{self.n - 1}")
+        batches = []
+        for b in self.batches:
+            rows = [r for r, i in enumerate(b.index.tolist()) if i in where]
+            if rows:
+                batches.append(b.select(torch.tensor(rows), torch.tensor([where[b.index[r].item()] for r in rows])))
+        return EncodedPrompts(batches, len(positions))
+
+
+def _kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _new_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None):
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=list(kv) if kv else None, config=model.config)
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        tok = first[i]
+        if any(s[i] != tok for s in seqs):
+            return i
+    return n
+
+
+@torch.no_grad()
+def encode_prompts(
+    model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, prefix_cache: bool = True, progress: bool = False,
+    token_budget: int = 8192,
+) -> EncodedPrompts:
+    """Run every prompt but its last token; see the module docstring.
+
+    Batches hold at most ``batch_size`` rows and about ``token_budget`` cached positions
+    (prefix included), which bounds memory when a long system prompt is shared.
+    """
+    seqs = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    if any(len(s) < 2 for s in seqs):
+        raise ValueError("every prompt needs at least two tokens")
+    device = model.device
+    # a shared prefix, leaving every prompt >= 1 body token and its last token
+    p = min(_common_prefix(seqs), min(len(s) for s in seqs) - 2) if prefix_cache and len(seqs) > 1 else 0
+    prefix_kv = None
+    if p > 0:
+        out = model(torch.tensor([seqs[0][:p]], device=device), past_key_values=_new_cache(model, None), use_cache=True)
+        prefix_kv = _kv_pairs(out.past_key_values)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths batch together: less padding
+    batches = []
+    batch_size = max(1, min(batch_size, token_budget // max(len(s) for s in seqs)))
+    starts = range(0, len(order), batch_size)
+    for b0 in tqdm(starts, desc="encoding prompts", disable=not progress, leave=False):
+        rows = order[b0 : b0 + batch_size]
+        bodies = [seqs[i][p:-1] for i in rows]
+        width = max(len(b) for b in bodies)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(b)) + b for b in bodies], device=device)
+        body_mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in bodies], device=device)
+        positions = (p + body_mask.cumsum(1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones(len(rows), p, dtype=body_mask.dtype, device=device), body_mask], 1)
+        kv = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix_kv] if p else None
+        out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(model, kv),
+                    use_cache=True, logits_to_keep=1)
+        body_kv = [(k[:, :, p:].clone(), v[:, :, p:].clone()) for k, v in _kv_pairs(out.past_key_values)]
+        batches.append(
+            _Batch(
+                kv=body_kv,
+                prefix_kv=prefix_kv,
+                last_ids=torch.tensor([[seqs[i][-1]] for i in rows], device=device),
+                mask=torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], 1),
+                positions=torch.tensor([[len(seqs[i]) - 1] for i in rows], device=device),
+                index=torch.tensor(rows),
+            )
+        )
+    return EncodedPrompts(batches, len(seqs))
+
+
+class _PassThrough(torch.nn.Module):
+    """Stands in for a decoder layer below ``from_layer``: its output at the answer position is already known."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+@contextmanager
+def _trunk(model, layer: int, batch: _Batch):
+    """From layer ``layer`` up only, starting from the batch's kept input to it; or, when it is not kept yet,
+    a normal pass that keeps it."""
+    layers = decoder_layers(model)
+    known = batch.trunk.get(layer)
+    if known is None:
+        def keep(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            batch.trunk[layer] = hidden.detach().clone()
+
+        handle = layers[layer].register_forward_pre_hook(keep, with_kwargs=True)
+        try:
+            yield 0
+        finally:
+            handle.remove()
+        return
+
+    def swap(module, args, kwargs):
+        if args:
+            return (known.to(args[0].dtype),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": known.to(kwargs["hidden_states"].dtype)}
+
+    below = [layers[i] for i in range(layer)]
+    handle = layers[layer].register_forward_pre_hook(swap, with_kwargs=True)
+    try:
+        for i in range(layer):
+            layers[i] = _PassThrough()
+        yield layer
+    finally:
+        for i, module in enumerate(below):
+            layers[i] = module
+        handle.remove()
+
+
+def last_step(model, batch: _Batch, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
+    """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp).
+
+    ``from_layer`` k > 0: nothing hooked into the model acts below layer k (the caller's promise), so the
+    answer position's input to layer k is kept on the batch and later calls run layers k.. only.
+    """
+    if from_layer > 0:
+        with _trunk(model, from_layer, batch) as skip:
+            return _last_step(model, batch, letter_ids, skip)
+    return _last_step(model, batch, letter_ids, 0)
+
+
+def _last_step(model, batch: _Batch, letter_ids: Sequence[int], skip: int) -> torch.Tensor:
+    out = model(batch.last_ids, attention_mask=batch.mask, position_ids=batch.positions,
+                past_key_values=_new_cache(model, batch.full_kv(skip)), use_cache=True, logits_to_keep=1)
+    logits = out.logits[:, -1, :].float()
+    idx = torch.tensor(list(letter_ids), device=logits.device)
+    return torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1)
+
+
+def final_logits(model, encoded: EncodedPrompts, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
+    """Run the last token of every prompt: ``[N, 6]`` in the caller's order (see :func:`last_step`).
+
+    Differentiable with respect to anything hooked into the model (used to learn offsets).
+    """
+    stacked = torch.cat([last_step(model, b, letter_ids, from_layer) for b in encoded.batches])
+    order = torch.cat([b.index for b in encoded.batches])
+    result = torch.empty_like(stacked)
+    result[order.to(stacked.device)] = stacked
+    return result
+
+
+@torch.no_grad()
+def keep_trunk(model, encoded: EncodedPrompts, letter_ids: Sequence[int], layer: int) -> EncodedPrompts:
+    """``encoded`` with every batch's unsteered input to ``layer`` kept (one unsteered pass where missing), so
+    that selections of it (:meth:`EncodedPrompts.select`) share it. Call it with nothing hooked into the model."""
+    for b in encoded.batches:
+        if layer > 0 and layer not in b.trunk:
+            last_step(model, b, letter_ids, layer)
+    return encoded
+
+
+def to_scores(logits6: torch.Tensor) -> OptionScores:
+    """Letter logits + log-partition -> :class:`OptionScores`."""
+    letters, logz = logits6[:, :5].double(), logits6[:, 5].double()
+    probs = torch.softmax(letters, -1)
+    mass = torch.exp(torch.logsumexp(letters, -1) - logz)
+    return OptionScores(probs.detach().cpu().numpy(), mass.detach().cpu().numpy())
+
+
+def score_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    steering=None,
+    batch_size: int = 32,
+    prefix_cache: bool = True,
+    progress: bool = False,
+    letter_ids: Sequence[int] | None = None,
+) -> OptionScores:
+    """Score rendered prompts, optionally steered (applied as :func:`pas.steer.vector.gate` says).
+
+    ``letter_ids``: token ids of the letters for answer values 5..1 (default A..E, the standard order).
+    """
+    from pas.steer.vector import steer
+
+    letter_ids = letter_token_ids(tokenizer) if letter_ids is None else letter_ids
+    with torch.no_grad():
+        with steer(model, steering, "prompt"):
+            enc = encode_prompts(model, tokenizer, texts, batch_size=batch_size, prefix_cache=prefix_cache,
+                                 progress=progress)
+        with steer(model, steering, "answer"):
+            return to_scores(final_logits(model, enc, letter_ids))
+
+
+class ItemScorer:
+    """Scores PAPI items for one model and template; remembers body encodings to reuse them.
+
+    Encodings of prompts without a subject-specific system prompt are the same for every
+    subject (and for any "last"-mode steering), so they are computed once per run.
+    """
+
+    def __init__(self, model, tokenizer, bank, template=None, *, batch_size: int = 32, progress: bool = False):
+        from pas.score.prompts import PromptTemplate
+
+        self.model, self.tokenizer, self.bank = model, tokenizer, bank
+        self.template = template or PromptTemplate()
+        self.batch_size, self.progress = batch_size, progress
+        self.letter_ids = self.template.letter_ids(tokenizer)  # for answer values 5..1
+        self._memo: dict = {}
+        self._last_system: tuple | None = None
+
+    def remember(self, key, compute):
+        """``compute()`` once per ``key`` for this scorer (person-independent things: states, Jacobians)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def reversed(self) -> ItemScorer:
+        """A scorer for the same model and items with the options listed in reverse (its own encodings, made once)."""
+        return self.remember("reversed", lambda: ItemScorer(self.model, self.tokenizer, self.bank,
+                                                            self.template.reversed(), batch_size=self.batch_size,
+                                                            progress=self.progress))
+
+    def texts(self, ids: Sequence[int], system: str | None = None) -> list[str]:
+        return self.template.render_items(self.tokenizer, self.bank, ids, system)
+
+    def encode(self, ids: Sequence[int], system: str | None = None) -> EncodedPrompts:
+        key = (tuple(ids), system)
+        if key in self._memo:
+            return self._memo[key]
+        if self._last_system is not None and self._last_system[0] == key:
+            return self._last_system[1]
+        enc = encode_prompts(self.model, self.tokenizer, self.texts(ids, system), batch_size=self.batch_size,
+                             progress=self.progress)
+        if system is None:  # shared by all subjects: keep
+            self._memo[key] = enc
+        else:  # one person's prompt: keep only the latest (a persona is read twice in a row, then never again)
+            self._last_system = (key, enc)
+        return enc
+
+    def score(self, ids: Sequence[int], system: str | None = None, steering=None) -> OptionScores:
+        """Option distributions for items ``ids``; ``steering`` a :class:`SteeringVector` or None.
+
+        A vector that steers the prompt body (:func:`pas.steer.vector.gate`) needs fresh encodings;
+        otherwise the remembered unsteered ones are reused and only the answer token re-runs.
+        """
+        from pas.steer.vector import gate
+
+        if steering is not None and gate(steering.positions, "prompt").steer:
+            return score_texts(self.model, self.tokenizer, self.texts(ids, system), steering=steering,
+                               batch_size=self.batch_size, progress=self.progress, letter_ids=self.letter_ids)
+        if steering is None and system is not None:  # a prompted model's answers: the same every time it is asked
+            return self.remember(("prompted", tuple(ids), system), lambda: self._score(ids, system, None))
+        return self._score(ids, system, steering)
+
+    def _score(self, ids: Sequence[int], system: str | None, steering) -> OptionScores:
+        from pas.steer.vector import steer
+
+        with torch.no_grad():
+            enc = self.encode(ids, system)
+            first = 0 if steering is None else steering.first_layer
+            with steer(self.model, steering, "answer"):
+                return to_scores(final_logits(self.model, enc, self.letter_ids, first))

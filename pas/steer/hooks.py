@@ -1,0 +1,222 @@
+"""Adding per-head offsets to attention outputs with forward pre-hooks.
+
+The offsets enter the input of each layer's attention output projection (the
+concatenated head outputs), so through ``W_o`` they reach the residual stream.
+The model's modules are never replaced or patched: removing the handle leaves a
+model that computes bit-identical logits.
+
+Position gating: ``start`` steers only sequence positions ``>= start`` (absolute
+index in the padded sequence, KV cache included: e.g. the prompt length to steer
+only generated tokens); ``last_only`` steers only the last position of each forward
+call (the position that predicts the next token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pas.core.arch import o_proj_modules
+
+
+@dataclass
+class _PositionState:
+    offset: int = 0  # tokens already in the KV cache when the current forward started
+
+
+def _past_length(kwargs: dict) -> int:
+    pkv = kwargs.get("past_key_values")
+    if pkv is not None and hasattr(pkv, "get_seq_length"):
+        return int(pkv.get_seq_length())
+    cache_position = kwargs.get("cache_position")
+    if cache_position is not None and cache_position.numel():
+        return int(cache_position.reshape(-1)[0])
+    return 0
+
+
+@dataclass
+class SteeringHandle:
+    """Live hooks on a model. ``remove()`` (or leaving the ``with`` block) takes them all off."""
+
+    handles: list = field(default_factory=list)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def __enter__(self) -> SteeringHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def add_offsets(
+    model: nn.Module,
+    offsets: torch.Tensor,
+    *,
+    start: int | None = None,
+    last_only: bool = False,
+    rows: torch.Tensor | None = None,
+) -> SteeringHandle:
+    """Hook ``offsets`` into ``model``'s attention output projections.
+
+    offsets: ``[n_layers, n_heads * head_dim]`` (one vector for the whole batch), or with
+    ``rows`` a table ``[n_vectors, n_layers, n_heads * head_dim]`` and ``rows: [batch]``
+    giving each batch row's vector (``-1``: unsteered). Layers whose offsets are all
+    zero get no hook. ``offsets`` may require grad (used to learn them).
+    """
+    projs = o_proj_modules(model)
+    per_layer = offsets if rows is None else offsets.transpose(0, 1)  # [L, ...]
+    if per_layer.shape[0] != len(projs):
+        raise ValueError(f"offsets have {per_layer.shape[0]} layers, model has {len(projs)}")
+    state = _PositionState()
+    handle = SteeringHandle()
+    gated = start is not None or last_only
+    if gated:
+        handle.handles.append(model.register_forward_pre_hook(_track_positions(state), with_kwargs=True))
+    if rows is not None:
+        table = torch.cat([offsets, offsets.new_zeros(1, *offsets.shape[1:])])  # row -1 -> zeros
+        rows = rows.clone()
+    for layer, proj in enumerate(projs):
+        if not offsets.requires_grad and not bool(per_layer[layer].any()):
+            continue
+        if rows is None:
+            # a fresh contiguous tensor per layer (no storage offset): compiled kernels see one layout
+            own = offsets[layer] if offsets.requires_grad else offsets[layer].clone()
+            hook = _make_hook(lambda x, own=own: own, state, start, last_only)
+        else:
+            own = table[rows, layer][:, None, :]  # gathered once: rows are fixed while the hook lives
+            hook = _make_hook(lambda x, own=own: own, state, start, last_only)
+        handle.handles.append(proj.register_forward_pre_hook(hook))
+    return handle
+
+
+def _track_positions(state: _PositionState):
+    def pre(module, args, kwargs):
+        state.offset = _past_length(kwargs)
+
+    return pre
+
+
+def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: bool):
+    """Pre-hook adding ``delta_for(x)`` to the positions the gate selects.
+
+    Only a partial gate (some positions of this call steered, some not: a prompt's prefill)
+    runs the fused, compiled kernel. When every position or none is steered (every decode
+    step) it is one plain add or nothing: a compiled call's dispatch (~0.3 ms on a CPU)
+    would cost more than the addition itself.
+    """
+    from pas_kernels import add_head_offsets
+
+    def step(x, first):
+        if first == 0:
+            return x + delta_for(x).to(x.dtype)
+        return add_head_offsets(x, delta_for(x), torch.tensor(first))
+
+    return _gated_positions(step, state, start, last_only)
+
+
+def _gated_positions(step, state: _PositionState, start: int | None, last_only: bool):
+    """The one position rule of every hook: ``step(x, first)`` steers positions ``>= first`` of this call."""
+
+    def pre(module, args):
+        x = args[0]
+        t = x.shape[-2]
+        first = 0 if start is None else max(start - state.offset, 0)
+        if last_only:
+            first = max(first, t - 1)
+        if first >= t:
+            return None
+        return (step(x, first),) + tuple(args[1:])
+
+    return pre
+
+
+def add_gated(
+    model: nn.Module,
+    weights: torch.Tensor,
+    bias: torch.Tensor,
+    offsets: torch.Tensor,
+    limit: torch.Tensor | None = None,
+    *,
+    start: int | None = None,
+    last_only: bool = False,
+    rows: torch.Tensor | None = None,
+) -> SteeringHandle:
+    """Hook gated offsets into ``model``: each head adds ``clamp(w_h . x_h + b_h, -l_h, l_h) * v_h`` to its own
+    output ``x_h``.
+
+    weights, offsets: ``[n_layers, n_heads * head_dim]``, bias, limit: ``[n_layers, n_heads]`` (limit None
+    or ``inf``: unlimited); or with ``rows`` tables ``[n_vectors, ...]`` of those and ``rows: [batch]``
+    (``-1``: unsteered). Position gating as in :func:`add_offsets`. Layers whose offsets are all zero get
+    no hook; the tensors may require grad (used to learn them).
+    """
+    projs = o_proj_modules(model)
+    learning = weights.requires_grad or bias.requires_grad or offsets.requires_grad
+    if limit is None:
+        limit = torch.full_like(bias.detach(), float("inf"))
+    tables = (weights, bias, offsets, limit)
+    if rows is not None:
+        tables = tuple(torch.cat([t, t.new_zeros(1, *t.shape[1:])]) for t in tables)  # row -1 -> zeros
+        tables = tuple(t[rows].transpose(0, 1)[:, :, None] for t in tables)  # [L, B, 1, ...], gathered once
+    if tables[2].shape[0] != len(projs):
+        raise ValueError(f"gated offsets have {tables[2].shape[0]} layers, model has {len(projs)}")
+    state = _PositionState()
+    handle = SteeringHandle()
+    if start is not None or last_only:
+        handle.handles.append(model.register_forward_pre_hook(_track_positions(state), with_kwargs=True))
+    for layer, proj in enumerate(projs):
+        if not learning and not bool(tables[2][layer].any()):
+            continue
+        w, b, v, lim = (t[layer] for t in tables)
+        handle.handles.append(proj.register_forward_pre_hook(_make_gated_hook(w, b, v, lim, state, start, last_only)))
+    return handle
+
+
+def _make_gated_hook(w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, lim: torch.Tensor, state: _PositionState,
+                     start: int | None, last_only: bool):
+    """Pre-hook for gated offsets; as in :func:`_make_hook`, only a partial gate runs the compiled kernel."""
+    from pas_kernels import add_gated_offsets
+
+    def step(x, first):
+        kernel = add_gated_offsets.reference if first == 0 else add_gated_offsets
+        return kernel(x, w, b, v, torch.tensor(first), lim)
+
+    return _gated_positions(step, state, start, last_only)
+
+
+def add_row_biases(model: nn.Module, table: torch.Tensor, rows: torch.Tensor) -> SteeringHandle:
+    """Folded per-row steering: add ``table[rows[b], layer]`` to each output projection's *output*.
+
+    table: ``[n_vectors, n_layers, hidden]`` holding exact ``W_o @ delta`` per vector (see
+    :func:`pas.score.many.bias_table`); rows: ``[batch]``, ``-1`` = unsteered. Every position is steered.
+    """
+    from pas_kernels.ops import row_biases
+
+    projs = o_proj_modules(model)
+    if table.shape[1] != len(projs):
+        raise ValueError(f"bias table has {table.shape[1]} layers, model has {len(projs)}")
+    padded = torch.cat([table, table.new_zeros(1, *table.shape[1:])])  # index n_vectors: zeros
+    index = torch.where(rows < 0, torch.full_like(rows, table.shape[0]), rows)
+    handle = SteeringHandle()
+    for layer, proj in enumerate(projs):
+        # rows are fixed while the hooks live: gather each row's bias once, then every call is one add
+        bias = row_biases(padded[:, layer].contiguous(), index)
+        handle.handles.append(proj.register_forward_hook(lambda module, args, out, bias=bias: out + bias.to(out.dtype)))
+    return handle
+
+
+def dense_offsets(
+    heads: Sequence[tuple[int, int]], vectors: torch.Tensor, n_layers: int, n_heads: int, head_dim: int
+) -> torch.Tensor:
+    """Scatter per-head vectors ``[K, head_dim]`` for ``heads`` [(layer, head)] into ``[L, H * D]`` (differentiable)."""
+    dense = vectors.new_zeros(n_layers, n_heads, head_dim)
+    if len(heads):
+        idx = torch.tensor(list(heads), dtype=torch.long, device=vectors.device)
+        dense = dense.index_put((idx[:, 0], idx[:, 1]), vectors)
+    return dense.reshape(n_layers, n_heads * head_dim)
