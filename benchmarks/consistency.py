@@ -14,7 +14,8 @@ import argparse
 import time
 
 from common import add_assessment_args, load_assessment, write_outputs
-from pas.fit.align import PASConfig, fit_subject
+from pas.fit.align import fit_subject
+from pas.fit.config import GatedConfig
 from measures.consistency import development, induction, template_stability
 from pas.core.data import select_subjects
 from pas.eval.report import consistency_tables, induction_plot, machine_info
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     stability = template_stability(scorer, poles, ids, adapt=args.adapt)
     pushed = induction(scorer, poles, ids, adapt=args.adapt)
     (person,) = select_subjects(data.subjects, [args.person])
-    vector, _ = fit_subject(scorer.model, person, PASConfig(kind="gated"), tokenizer=scorer.tokenizer, scorer=scorer,
+    vector, _ = fit_subject(scorer.model, person, GatedConfig(), tokenizer=scorer.tokenizer, scorer=scorer,
                             progress=False)
     grown = development(scorer, vector, args.grow, poles[args.grow], ids)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "seconds": time.perf_counter() - t,

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common import apply_threads
-from pas import ItemScorer, PASConfig, load_model, load_papi
+from pas import GatedConfig, ItemScorer, PASConfig, load_model, load_papi
 from pas.fit.activations import answer_states, head_activations
 from pas.fit.gated import calibrations
 from pas.core.data import select_subjects
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     data = load_papi(args.data_dir)
     subjects = choose_subjects(data, args.subjects)
     out = Path(args.out)
-    ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), dpo_settings=DPOSettings(epochs=args.dpo_epochs),
+    ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), gated_config=GatedConfig(), dpo_settings=DPOSettings(epochs=args.dpo_epochs),
                         adapter_dir=str(out / "adapters"), reverse_options=args.reverse_options)
     one_time = {}
     if any(m in NEEDS_MODEL for m in methods):
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         one_time["answer_states_seconds"] = time.perf_counter() - t
     if "pas-gated" in methods:
         t = time.perf_counter()
-        calibrations(ctx.scorer, data.bank.train_ids, ctx.pas_config.gate_both_orders)
+        calibrations(ctx.scorer, data.bank.train_ids, ctx.gated_config.gate_both_orders)
         one_time["letter_jacobian_seconds"] = time.perf_counter() - t
     settings = run_settings(args.model, args.dtype, "(", ctx, data)
     records = run_methods(ctx, subjects, methods, out=out, settings=settings)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pas.core.arch import layout, o_proj_modules
-from pas.fit.align import PASConfig, fit_subject
+from pas.fit.align import fit_subject
+from pas.fit.config import GatedConfig
 from pas.steer.vector import SteeringFileError, SteeringVector
 
 
@@ -188,15 +189,15 @@ def test_gated_sum_with_parallel_pushes_adds_their_changes(tiny):
 def test_fit_gated_tiny_uses_known_items_only(tiny_llama, tokenizer, papi, tmp_path, monkeypatch):
     monkeypatch.setenv("PAS_CACHE", str(tmp_path))
     s = papi.subjects[3]
-    config = PASConfig(kind="gated")
+    config = GatedConfig()
     v1, report = fit_subject(tiny_llama, s, config, tokenizer=tokenizer, bank=papi.bank, progress=False)
     assert v1.kind == "gated" and report.gated["layer"] == 2
     scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else a) for i, a in s.responses.items()})
     v2, _ = fit_subject(tiny_llama, scrambled, config, tokenizer=tokenizer, bank=papi.bank, progress=False)
     for name in ("offsets", "gate_weights", "gate_bias"):
         assert torch.equal(getattr(v1, name), getattr(v2, name))
-    with pytest.raises(ValueError, match="gated vectors are fitted at the answer position"):
-        PASConfig(kind="gated", positions="all", learn=False)
+    with pytest.raises(TypeError, match="positions"):  # fitted at the answer position: no other can be asked for
+        GatedConfig(positions="all")
 
 
 def test_gated_kernel_matches_reference():

@@ -31,7 +31,8 @@ class MethodContext:
     bank: ItemBank
     population: Sequence[Subject]
     scorer: ItemScorer | None = None
-    pas_config: object = None
+    pas_config: object = None  # PASConfig of the constant PAS methods (default PASConfig())
+    gated_config: object = None  # GatedConfig of pas-gated (default GatedConfig())
     vectors: dict = field(default_factory=dict)  # case -> SteeringVector, for --vector
     dpo_settings: object = None
     adapter_dir: str | None = None  # where the dpo method saves each subject's adapter
@@ -145,16 +146,20 @@ def _pas(variant: str) -> Method:
     def method(ctx: MethodContext, subject: Subject) -> Prediction:
         import dataclasses
 
-        from pas.fit.align import PASConfig, fit_subject
+        from pas.fit.align import fit_subject
+        from pas.fit.config import GatedConfig, PASConfig
 
-        config = dataclasses.replace(ctx.pas_config or PASConfig(), learn=variant == "pas-learned",
-                                     few_shot=variant.endswith("+few-shot"),
-                                     kind="gated" if variant == "pas-gated" else "constant")
+        if variant == "pas-gated":
+            config = ctx.gated_config or GatedConfig()
+        else:
+            config = dataclasses.replace(ctx.pas_config or PASConfig(), learn=variant == "pas-learned",
+                                         few_shot=variant.endswith("+few-shot"))
         vector, report = ctx.vectors.get(subject.case), None
         if vector is None:
             vector, report = fit_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
                                          bank=ctx.bank, scorer=ctx.scorer, progress=False)
-        pred = _llm(ctx, _known_answers(ctx, subject) if config.few_shot else _no_system, vector)
+        few = getattr(config, "few_shot", False)
+        pred = _llm(ctx, _known_answers(ctx, subject) if few else _no_system, vector)
         if report is not None:
             pred.fit_seconds = report.fit_seconds
             pred.info.update(report.summary())

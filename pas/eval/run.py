@@ -104,6 +104,7 @@ def run_settings(model: str | None, dtype: str, prefill: str, ctx: MethodContext
     return {"model": model or DEFAULT_MODEL, "dtype": dtype, "threads": torch.get_num_threads(), "prefill": prefill,
             "reverse_options": ctx.reverse_options,
             "pas_config": dataclasses.asdict(ctx.pas_config) if ctx.pas_config else None,
+            "gated_config": dataclasses.asdict(ctx.gated_config) if ctx.gated_config else None,
             "dpo_settings": dataclasses.asdict(ctx.dpo_settings) if ctx.dpo_settings else None,
             "data_dir": str(Path(data.root).resolve()), "encoding": data.encoding, "pas_version": __version__}
 

@@ -22,72 +22,7 @@ from pas.fit.optimize import SteeredItems, learn_offsets, search_alpha, split_kn
 from pas.score.prompts import few_shot_system
 from pas.score.scorer import ItemScorer
 from pas.steer.vector import SteeringVector, item_hash
-
-
-@dataclass(frozen=True)
-class PASConfig:
-    """Settings of one alignment. All choices are made on the subject's known answers.
-
-    k: heads kept (top probe accuracy). alpha_grid / refine_steps: the strength search
-    (alpha in units of each head's sigma). val_fraction: share of known items held out
-    for choosing alpha and early stopping. probe_val_fraction: share of fit items held
-    out to rank probes. learn: learn offsets after the search (else the searched ones).
-    steps / lr / penalty / patience / eval_every: the offset optimisation (Adam on offsets
-    in sigma units; penalty on the squared distance from the searched offsets).
-    few_shot: also put the known answers in the system prompt (PAS + few-shot).
-    positions: "last" steers the answer position only, "all" every prompt position
-    (slower; searched strength only). probe: "torch" (all heads at once, Newton) or
-    "sklearn" (one LogisticRegression per head); both reach the same optimum. seed: every random choice.
-    kind: "constant" (PAS: one offset per head) or "gated" (offsets that follow each statement,
-    see :mod:`pas.fit.gated`; the probe, strength and learning settings above do not apply to it).
-    gate_layer: for "gated", the layer whose heads are gated (negative counts from the end;
-    default the last); the layer below it carries the constant letter correction.
-    gate_both_orders: solve the gated pushes for both option orders at once (aimed at an answer's
-    meaning rather than its letter). Off by default: on the embedded model the joint solution
-    leaves every answer at "Neither" (measured, see README), while the standard-order push works
-    on the standard order (and, being a letter push, not on reversed options).
-    """
-
-    k: int = 24
-    alpha_grid: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-    refine_steps: int = 6
-    val_fraction: float = 1 / 3
-    probe_val_fraction: float = 0.3
-    learn: bool = True
-    steps: int = 60
-    lr: float = 0.1
-    penalty: float = 0.01
-    patience: int = 4
-    eval_every: int = 5
-    few_shot: bool = False
-    positions: str = "last"
-    probe: str = "torch"
-    seed: int = 0
-    kind: str = "constant"
-    gate_layer: int = -1
-    gate_both_orders: bool = False
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.k >= 1, f"k must be >= 1, got {self.k}"),
-            (len(self.alpha_grid) >= 2 and min(self.alpha_grid) >= 0, f"alpha_grid needs >= 2 values >= 0, got {self.alpha_grid}"),
-            (0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
-            (0 < self.probe_val_fraction < 1, f"probe_val_fraction must be in (0, 1), got {self.probe_val_fraction}"),
-            (self.steps >= 1 and self.eval_every >= 1 and self.patience >= 1, "steps, eval_every, patience must be >= 1"),
-            (self.lr > 0 and self.penalty >= 0, f"lr must be > 0 and penalty >= 0, got {self.lr}, {self.penalty}"),
-            (self.positions in ("last", "all"), f"positions must be 'last' or 'all', got {self.positions!r}"),
-            (self.probe in ("torch", "sklearn"), f"probe must be 'torch' or 'sklearn', got {self.probe!r}"),
-            (not (self.learn and self.positions == "all" and self.kind == "constant"),
-             "learned offsets need positions='last' (learning through every position is too slow here); set learn=False"),
-            (self.kind in ("constant", "gated"), f"kind must be 'constant' or 'gated', got {self.kind!r}"),
-            (not (self.kind == "gated" and self.positions != "last"),
-             "gated vectors are fitted at the answer position: use positions='last' (apply elsewhere with "
-             "dataclasses.replace(vector, positions='all') to try it)"),
-            (self.gate_layer != 0, "gate_layer 0 has no layer below it for the letter correction"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+from pas.fit.config import FitConfig, GatedConfig, PASConfig
 
 
 def _subset(acts: HeadActivations, ids) -> HeadActivations:
@@ -125,7 +60,7 @@ class FitReport:
         return {**facts, **(self.gated or {})}
 
 
-def align_to_subject(model, subject: Subject, config: PASConfig | None = None, **kw) -> SteeringVector:
+def align_to_subject(model, subject: Subject, config: FitConfig | None = None, **kw) -> SteeringVector:
     """Learn a steering vector that makes ``model`` answer like ``subject``, from known answers only.
 
     See :func:`fit_subject` for the keyword arguments; this returns only the vector.
@@ -133,7 +68,7 @@ def align_to_subject(model, subject: Subject, config: PASConfig | None = None, *
     return fit_subject(model, subject, config, **kw)[0]
 
 
-def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tokenizer=None,
+def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tokenizer=None,
                 bank: ItemBank | None = None, scorer: ItemScorer | None = None,
                 progress: bool = True) -> tuple[SteeringVector, FitReport]:
     """The PAS pipeline on one subject's known responses: ``(vector, report)``.
@@ -153,7 +88,7 @@ def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tok
         raise ValueError(f"subject {subject.case} carries no item bank; pass bank= (or load it with pas.load_papi)")
     scorer = scorer or ItemScorer(model, tokenizer, bank)
     known = subject.responses_to(bank.train_ids)
-    if config.kind == "gated":
+    if isinstance(config, GatedConfig):
         return _fit_gated(model, subject, config, scorer, known, t0)
     fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
     acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
@@ -201,7 +136,7 @@ def fit_subject(model, subject: Subject, config: PASConfig | None = None, *, tok
     return vector, report
 
 
-def _fit_gated(model, subject: Subject, config: PASConfig, scorer: ItemScorer, known, t0: float):
+def _fit_gated(model, subject: Subject, config: GatedConfig, scorer: ItemScorer, known, t0: float):
     from pas.fit.gated import fit_gated
 
     g = fit_gated(scorer, subject, config.gate_layer, seed=config.seed, both_orders=config.gate_both_orders)
