@@ -19,7 +19,7 @@ import torch
 from common import add_run_args, apply_threads, finish
 from pas import load_model, load_papi
 from pas.fit.activations import head_activations
-from pas.fit.align import PASConfig, _subset
+from pas.fit.config import PASConfig
 from pas.fit.directions import SKLEARN_SOLVER, contrast_set, head_problems, sklearn_probe_accuracies, split_by_item, top_heads
 from pas.fit.optimize import split_known
 from pas_kernels import many_subject_accuracies
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     for s in data.subjects[: args.subjects]:
         known = s.responses_to(data.bank.train_ids)
         fit, _ = split_known(data.bank, known, cfg.val_fraction, cfg.seed)
-        d = contrast_set(_subset(acts, fit), known)
+        d = contrast_set(acts.subset(fit), known)
         sets.append((d, *split_by_item(d.group, cfg.probe_val_fraction, cfg.seed)))
     many_subject_accuracies([head_problems(*sets[0])])  # compile once, reported separately
     result = {"compile_seconds": dict(compile_seconds), "device": str(model.device), "threads": torch.get_num_threads()}

@@ -22,7 +22,7 @@ import torch
 from common import add_run_args, apply_threads, finish
 from pas import SteeringVector, load_model
 from pas.core.arch import layout
-from pas.score.many import bias_table, row_steering
+from pas.steer.rows import bias_table, row_steering
 from pas.steer.hooks import add_offsets, add_row_biases
 from pas_kernels.compile import compile_enabled, compile_seconds
 
@@ -49,7 +49,7 @@ def random_gated(model, seed: int) -> SteeringVector:
     w[layer] = torch.randn(shape[1:], generator=g) * 0.01
     b[layer] = torch.randn(shape[1], generator=g) * 0.01
     v[layer] = torch.randn(shape[1:], generator=g)
-    return SteeringVector.for_model(model, v, kind="gated", gate_weights=w, gate_bias=b, positions="all")
+    return SteeringVector.for_model(model, v, gate_weights=w, gate_bias=b, positions="all")
 
 
 def compile_kernels(model) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """pas: Personality Activation Search — align an LLM to one person's personality by activation steering."""
 
-__version__ = "0.1.0"
+from pas.core.version import __version__  # noqa: E402
 
 from pas.core.arch import AttnOutSpec, register_architecture  # noqa: E402
 from pas.fit.align import FitReport, align_to_subject, fit_subject  # noqa: E402

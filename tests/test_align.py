@@ -24,10 +24,11 @@ def test_align_tiny_is_deterministic_and_test_items_unused(tiny_llama, tokenizer
                                                            monkeypatch):
     monkeypatch.setenv("PAS_CACHE", str(tmp_path))
     s = papi.subjects[3]
-    v1 = align_to_subject(tiny_llama, s, fast_config, tokenizer=tokenizer, bank=papi.bank)
-    v2 = align_to_subject(tiny_llama, s, fast_config, tokenizer=tokenizer, bank=papi.bank)
-    assert torch.equal(v1.offsets, v2.offsets) and v1.alpha == v2.alpha
-    assert isinstance(v1, SteeringVector) and len(v1.heads) == 4 and v1.subject == s.case
+    v1, r1 = fit_subject(tiny_llama, s, fast_config, tokenizer=tokenizer, bank=papi.bank)
+    v2, r2 = fit_subject(tiny_llama, s, fast_config, tokenizer=tokenizer, bank=papi.bank)
+    assert torch.equal(v1.offsets, v2.offsets) and r1.alpha == r2.alpha
+    assert isinstance(v1, SteeringVector) and len(r1.heads) == 4 and v1.subject == s.case
+    assert v1.provenance.method == "pas-learned" and len(r1.probe_accuracies) == len(r1.sigmas) == 4
     # changing the subject's *test* answers cannot change the vector
     import dataclasses
 
@@ -35,7 +36,7 @@ def test_align_tiny_is_deterministic_and_test_items_unused(tiny_llama, tokenizer
     v3 = align_to_subject(tiny_llama, scrambled, fast_config, tokenizer=tokenizer, bank=papi.bank)
     assert torch.equal(v1.offsets, v3.offsets)
     nonzero = {(l, h) for l in range(3) for h in range(4) if v1.offsets[l, h].any()}
-    assert nonzero <= set(v1.heads)
+    assert nonzero <= set(r1.heads) and set(v1.heads) == nonzero
 
 
 def test_align_searched_only(tiny_llama, tokenizer, papi, fast_config):
@@ -44,7 +45,7 @@ def test_align_searched_only(tiny_llama, tokenizer, papi, fast_config):
     v, report = fit_subject(tiny_llama, papi.subjects[0], dataclasses.replace(fast_config, learn=False),
                             tokenizer=tokenizer, bank=papi.bank)
     assert isinstance(report, FitReport) and report.best_step is None and report.learn_trace == []
-    assert v.alpha == report.alpha and report.alpha in report.alpha_trace
+    assert report.alpha in report.alpha_trace and v.provenance.method == "pas"
     assert report.fit_items + report.val_items == len(papi.subjects[0].known()) and report.fit_seconds > 0
 
 

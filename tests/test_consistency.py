@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.measures.consistency import development, induction, pressure_text, template_stability
+from benchmarks.measures.tables import consistency_tables
 from pas.score.prompts import PromptTemplate, item_prompt
-from pas.eval.report import consistency_tables
 from pas.score.scorer import ItemScorer
 
 
@@ -60,8 +60,8 @@ def test_recentre_moves_the_gate_by_the_context_mean(tiny_llama, tokenizer, papi
     vec = random_gated(tiny_llama, seed=3)
     ids = papi.bank.train_ids[:8]
     same = recentre(vec, scorer, scorer, ids)
-    torch.testing.assert_close(same.gate_bias, vec.gate_bias)
+    torch.testing.assert_close(same.gates.bias, vec.gates.bias)
     moved = recentre(vec, scorer, plain, ids)
     shift = answer_states(plain, ids).heads.mean(0) - answer_states(scorer, ids).heads.mean(0)
-    torch.testing.assert_close(moved.gate_bias, vec.gate_bias - (vec.gate_weights * shift).sum(-1))
-    assert torch.equal(moved.gate_weights, vec.gate_weights) and torch.equal(moved.offsets, vec.offsets)
+    torch.testing.assert_close(moved.gates.bias, vec.gates.bias - (vec.gates.weights * shift).sum(-1))
+    assert torch.equal(moved.gates.weights, vec.gates.weights) and torch.equal(moved.offsets, vec.offsets)

@@ -8,6 +8,7 @@ import torch
 from pas.core.arch import layout, o_proj_modules
 from pas.fit.align import fit_subject
 from pas.fit.config import GatedConfig
+from pas.steer.gates import Gates
 from pas.steer.vector import SteeringFileError, SteeringVector
 
 
@@ -20,7 +21,7 @@ def random_gated(model, seed: int = 0, layers=(1,), scale: float = 0.5) -> Steer
         w[layer] = torch.randn(shape[1:], generator=g) * scale
         b[layer] = torch.randn(shape[1], generator=g) * scale
         v[layer] = torch.randn(shape[1:], generator=g) * scale
-    return SteeringVector.for_model(model, v, kind="gated", gate_weights=w, gate_bias=b, positions="all")
+    return SteeringVector.for_model(model, v, gate_weights=w, gate_bias=b, positions="all")
 
 
 def _ids(tokenizer, n=2, t=7):
@@ -38,7 +39,7 @@ def test_gated_hook_adds_what_the_formula_says(tiny, tokenizer):
     h.remove()
     x = seen["x"]  # unsteered input of layer 1's projection (steering at layer 1 does not change it)
     xs = x.reshape(*x.shape[:-1], lay.n_heads, lay.head_dim)
-    gate = (xs * vec.gate_weights[1]).sum(-1) + vec.gate_bias[1]
+    gate = (xs * vec.gates.weights[1]).sum(-1) + vec.gates.bias[1]
     want = (xs + gate[..., None] * vec.offsets[1]).reshape(x.shape)
     got = {}
     with vec.apply(tiny), torch.no_grad():  # a capture hook registered after ours sees the steered input
@@ -78,7 +79,7 @@ def test_constant_as_gated_is_the_same_steering(tiny, tokenizer):
 
 
 def test_gated_per_row_equals_each_row_alone(tiny_llama, tokenizer):
-    from pas.score.many import generate_many
+    from pas.steer.rows import generate_many
 
     vecs = [random_gated(tiny_llama, seed=s) for s in range(3)]
     vecs = [dataclasses.replace(v, positions="last") for v in vecs]
@@ -98,7 +99,8 @@ def test_gated_score_many_equals_one_by_one(tiny_llama, tokenizer, papi):
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     ids = papi.bank.test_ids[:6]
     vecs = [dataclasses.replace(random_gated(tiny_llama, seed=s), positions="last") for s in range(2)]
-    vecs[1] = dataclasses.replace(vecs[1], gate_limit=torch.full(vecs[1].gate_bias.shape, 0.1))  # clamped gates
+    vecs[1] = dataclasses.replace(vecs[1], gates=dataclasses.replace(vecs[1].gates, limit=torch.full(
+        vecs[1].gates.bias.shape, 0.1)))  # clamped gates
     mixed = [vecs[0], None, vecs[1]]
     many = score_many(scorer, ids, mixed)
     for got, v in zip(many, mixed):
@@ -110,25 +112,25 @@ def test_gated_save_load_and_fold_refuses(tiny, tmp_path):
     vec = random_gated(tiny)
     path = vec.save(tmp_path / "g.safetensors")
     back = SteeringVector.load(path)
-    assert back.kind == "gated" and back.format_version == 3 and back.gate_limit is None
-    for name in ("offsets", "gate_weights", "gate_bias"):
-        assert torch.equal(getattr(back, name), getattr(vec, name))
-    limit = torch.full(vec.gate_bias.shape, float("inf"))
+    assert back.kind == "gated" and back.gates.limit is None
+    assert torch.equal(back.offsets, vec.offsets)
+    assert torch.equal(back.gates.weights, vec.gates.weights) and torch.equal(back.gates.bias, vec.gates.bias)
+    limit = torch.full(vec.gates.bias.shape, float("inf"))
     limit[1] = 0.25
-    limited = dataclasses.replace(vec, gate_limit=limit)
+    limited = dataclasses.replace(vec, gates=Gates(vec.gates.weights, vec.gates.bias, limit))
     back = SteeringVector.load(limited.save(tmp_path / "limited.safetensors"))
-    assert torch.equal(back.gate_limit, limit)  # inf survives the file
-    assert torch.equal((limited * -2.0).gate_limit, limit * 2.0)
+    assert torch.equal(back.gates.limit, limit)  # inf survives the file
+    assert torch.equal((limited * -2.0).gates.limit, limit * 2.0)
     with pytest.raises(ValueError, match="gate_limit must be >= 0"):
-        dataclasses.replace(vec, gate_limit=-limit)
-    with pytest.raises(ValueError, match="gate_limit is given for a constant"):
-        dataclasses.replace(vec, kind="constant", gate_weights=None, gate_bias=None, gate_limit=limit)
+        Gates(vec.gates.weights, vec.gates.bias, -limit)
+    with pytest.raises(ValueError, match="gate_limit only with them"):
+        SteeringVector.for_model(tiny, vec.offsets, gate_limit=limit)
     with pytest.raises(ValueError, match="cannot be folded"):
         vec.fold(tiny)
-    with pytest.raises(ValueError, match="gate_weights is missing"):
-        dataclasses.replace(vec, gate_weights=None)
-    with pytest.raises(ValueError, match="gate_bias is given for a constant"):
-        dataclasses.replace(vec, kind="constant", gate_weights=None)
+    with pytest.raises(ValueError, match="needs gate_weights and gate_bias"):
+        SteeringVector.for_model(tiny, vec.offsets, gate_bias=vec.gates.bias)
+    with pytest.raises(ValueError, match="gate_bias have shape"):
+        Gates(vec.gates.weights, vec.gates.bias[:, :1])
 
 
 def test_version_1_file_still_loads_with_identical_logits(tiny, tokenizer, tmp_path):
@@ -140,9 +142,7 @@ def test_version_1_file_still_loads_with_identical_logits(tiny, tokenizer, tmp_p
     lay = layout(tiny)
     off = torch.randn(lay.n_layers, lay.n_heads, lay.head_dim)
     vec = SteeringVector.for_model(tiny, off, positions="all")
-    meta = vec.metadata()
-    meta.pop("kind")
-    meta["format_version"] = 1
+    meta = {**dataclasses.asdict(vec.signature), "positions": "all", "format_version": 1}
     path = tmp_path / "v1.safetensors"
     save_file({"offsets": off}, path, metadata={"pas": json.dumps(meta)})
     old = SteeringVector.load(path)
@@ -160,9 +160,9 @@ def test_gated_arithmetic(tiny):
     a = random_gated(tiny, seed=1, layers=(1,))
     b = random_gated(tiny, seed=2, layers=(2,))
     half = a * 0.5  # gates scale, pushes stay: the same output as halving the pushes
-    assert torch.equal(half.offsets, a.offsets) and torch.equal(half.gate_weights, a.gate_weights * 0.5)
+    assert torch.equal(half.offsets, a.offsets) and torch.equal(half.gates.weights, a.gates.weights * 0.5)
     s = a + b  # different heads: defined
-    assert s.kind == "gated" and torch.equal(s.gate_weights[2], b.gate_weights[2])
+    assert s.kind == "gated" and torch.equal(s.gates.weights[2], b.gates.weights[2])
     with pytest.raises(ValueError, match="same heads"):
         a + random_gated(tiny, seed=3, layers=(1,))  # same heads, pushes not parallel
 
@@ -182,7 +182,7 @@ def test_gated_sum_with_parallel_pushes_adds_their_changes(tiny):
         return gated_add(x, w[1], bias[1], v[1], torch.tensor(0), lim[1]) - x
 
     torch.testing.assert_close(change(a + 0.5 * b), change(a) + change(0.5 * b), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(change(a * 0.5), change(a._with_offsets(a.offsets * 0.5, "halved")))
+    torch.testing.assert_close(change(a * 0.5), change(dataclasses.replace(a, offsets=a.offsets * 0.5)))
     torch.testing.assert_close(change(-a), -change(a))
 
 
@@ -191,11 +191,11 @@ def test_fit_gated_tiny_uses_known_items_only(tiny_llama, tokenizer, papi, tmp_p
     s = papi.subjects[3]
     config = GatedConfig()
     v1, report = fit_subject(tiny_llama, s, config, tokenizer=tokenizer, bank=papi.bank, progress=False)
-    assert v1.kind == "gated" and report.gated["layer"] == 2
+    assert v1.kind == "gated" and report.gated.layer == 2 and v1.provenance.method == "pas-gated"
     scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else a) for i, a in s.responses.items()})
     v2, _ = fit_subject(tiny_llama, scrambled, config, tokenizer=tokenizer, bank=papi.bank, progress=False)
-    for name in ("offsets", "gate_weights", "gate_bias"):
-        assert torch.equal(getattr(v1, name), getattr(v2, name))
+    assert torch.equal(v1.offsets, v2.offsets)
+    assert torch.equal(v1.gates.weights, v2.gates.weights) and torch.equal(v1.gates.bias, v2.gates.bias)
     with pytest.raises(TypeError, match="positions"):  # fitted at the answer position: no other can be asked for
         GatedConfig(positions="all")
 

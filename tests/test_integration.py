@@ -128,5 +128,5 @@ def test_neuroticism_poles_move_assessed_n_on_held_out_items(real_model, papi):
     assert up["N"] > 0.5 and down["N"] < -0.5
     # the gate limit (the gates' range on the 120 items) changes nothing on those items
     known = inventory_ids(papi.bank, "120")
-    unlimited = dataclasses.replace(poles["N+"], gate_limit=None)
+    unlimited = dataclasses.replace(poles["N+"], gates=dataclasses.replace(poles["N+"].gates, limit=None))
     assert assess(scorer, known, steering=poles["N+"]).answers == assess(scorer, known, steering=unlimited).answers

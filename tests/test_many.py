@@ -2,10 +2,11 @@ import numpy as np
 import torch
 
 from pas.core.arch import layout
-from pas.score.many import bias_table, generate_many, score_many
+from pas.score.many import score_many
+from pas.steer.rows import bias_table, generate_many
 from pas.steer.hooks import add_offsets, add_row_biases
 from pas.score.scorer import ItemScorer
-from pas.steer.vector import SteeringVector
+from pas.steer.vector import Provenance, SteeringVector
 
 
 def _vec(model, seed, scale=2.0, positions="last"):
@@ -14,7 +15,7 @@ def _vec(model, seed, scale=2.0, positions="last"):
     off = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
     off[seed % lay.n_layers, seed % lay.n_heads] = torch.randn(lay.head_dim, generator=g) * scale
     off[(seed + 1) % lay.n_layers] = torch.randn(lay.n_heads, lay.head_dim, generator=g) * scale
-    return SteeringVector.for_model(model, off, positions=positions, subject=f"s{seed}")
+    return SteeringVector.for_model(model, off, positions=positions, provenance=Provenance(subject=f"s{seed}"))
 
 
 def test_score_many_equals_one_by_one(tiny, tokenizer, papi):
@@ -36,7 +37,7 @@ def test_score_many_from_a_kept_trunk(tiny, tokenizer, papi):
     g = torch.Generator().manual_seed(5)
     top = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
     top[-1] = torch.randn(lay.n_heads, lay.head_dim, generator=g)
-    gated = SteeringVector.for_model(tiny, top, kind="gated", gate_weights=torch.randn(top.shape, generator=g),
+    gated = SteeringVector.for_model(tiny, top, gate_weights=torch.randn(top.shape, generator=g),
                                      gate_bias=torch.ones(lay.n_layers, lay.n_heads))
     vectors = [_vec(tiny, 1), None, _vec(tiny, 4, scale=3.0), gated]
     assert min(v.first_layer for v in vectors if v is not None) == 1

@@ -39,22 +39,22 @@ def test_persona_contrast_recovers_a_planted_direction(tiny_llama, tokenizer, pa
 def test_persona_vector_on_a_tiny_model(tiny_llama, tokenizer, papi, tmp_path):
     """The real activations: a constant answer-position vector whose strength is the best match to the
     prompted model on the known prompts (never worse than no vector); it saves and loads."""
-    from pas.space.persona import STRENGTHS, persona_vector
+    from pas.space.persona import STRENGTHS, fit_persona, persona_vector
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     ids = papi.bank.train_ids[:16]
-    vec = persona_vector(scorer, PERSONA, ids=ids)
-    assert vec.kind == "constant" and vec.positions == "last" and vec.config["persona"] == PERSONA
-    trace = {float(k): v for k, v in vec.config["distil_trace"].items()}
-    assert set(trace) == set(STRENGTHS) and vec.config["strength"] in STRENGTHS
-    assert trace[vec.config["strength"]] <= trace[0.0]
+    vec, report = fit_persona(scorer, PERSONA, ids=ids)
+    assert vec.kind == "constant" and vec.positions == "last" and vec.provenance.config["persona"] == PERSONA
+    trace = report.distil_trace
+    assert set(trace) == set(STRENGTHS) and report.strength in STRENGTHS
+    assert trace[report.strength] <= trace[0.0]
     back = SteeringVector.load(vec.save(tmp_path / "persona.safetensors"))
     assert torch.equal(back.offsets, vec.offsets)
     gated = persona_vector(scorer, PERSONA, construction="profile", ids=ids)
     assert gated.kind == "gated"
-    mixed = persona_vector(scorer, PERSONA, construction="poles", ids=ids)
-    assert mixed.kind == "gated" and len(mixed.config["coefficients"]) == 5
-    assert all(0.0 <= c <= 2.0 for c in mixed.config["coefficients"].values())
+    mixed, report = fit_persona(scorer, PERSONA, construction="poles", ids=ids)
+    assert mixed.kind == "gated" and len(report.coefficients) == 5
+    assert all(0.0 <= c <= 2.0 for c in report.coefficients.values())
     with pytest.raises(ValueError, match="construction"):
         persona_vector(scorer, PERSONA, construction="other")
     with pytest.raises(ValueError, match="some text"):
@@ -84,13 +84,13 @@ def test_pole_coefficients_reproduce_the_prompted_shift(tiny_llama, tokenizer, p
     assert coefficients["E+"] == pytest.approx(expected_e)
     assert {p: c for p, c in coefficients.items() if p != "E+"} == {f"{d}+": 0.0 for d in "OCAN"}
     scorer.remember(("pole_vectors", "statements"), lambda: poles)
-    vec = pole_mixture(scorer, PERSONA, ids, _Expected([prompted[i] for i in ids]), "nurse")
-    assert vec.kind == "gated" and vec.config["construction"] == "poles" and vec.subject == "nurse"
-    torch.testing.assert_close(vec.gate_weights, (expected_e * poles["E+"]).gate_weights, rtol=1e-5, atol=1e-7)
+    vec, _ = pole_mixture(scorer, PERSONA, ids, _Expected([prompted[i] for i in ids]), "nurse")
+    assert vec.kind == "gated" and vec.provenance.config["construction"] == "poles" and vec.subject == "nurse"
+    torch.testing.assert_close(vec.gates.weights, (expected_e * poles["E+"]).gates.weights, rtol=1e-5, atol=1e-7)
 
 
 class _Expected:
-    """Stands in for the prompted model's OptionScores: only ``expected`` is read."""
+    """Stands in for the prompted model's OptionDistribution: only ``expected`` is read."""
 
     def __init__(self, values):
         self.expected = values

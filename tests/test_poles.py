@@ -118,15 +118,15 @@ def test_planted_trait_direction_is_recovered(tiny_llama, tokenizer, papi):
     layer, head = 2, 1
     scorer, u = _planted_scorer(tiny_llama, tokenizer, papi, layer, head)
     poles = pole_vectors(scorer, ["E+", "E-", "N+"])
-    w = poles["E+"].gate_weights[layer, head]
+    w = poles["E+"].gates.weights[layer, head]
     assert float(torch.nn.functional.cosine_similarity(w, u, dim=0)) > 0.8  # ridge on standardised outputs
-    torch.testing.assert_close(poles["E-"].gate_weights, -poles["E+"].gate_weights, rtol=1e-4, atol=1e-6)
-    wn = poles["N+"].gate_weights[layer, head]
+    torch.testing.assert_close(poles["E-"].gates.weights, -poles["E+"].gates.weights, rtol=1e-4, atol=1e-6)
+    wn = poles["N+"].gates.weights[layer, head]
     assert abs(float(torch.nn.functional.cosine_similarity(wn, u, dim=0))) < 0.5
     # the gate at the answer position is large and positive on +keyed E statements, negative on -keyed ones
     states = scorer.remember(("answer_states", tuple(papi.bank.train_ids)), lambda: None)
     by_id = papi.bank.by_id
-    gate = (states.heads[:, layer] * poles["E+"].gate_weights[layer]).sum(-1).sum(-1) + poles["E+"].gate_bias[layer].sum()
+    gate = (states.heads[:, layer] * poles["E+"].gates.weights[layer]).sum(-1).sum(-1) + poles["E+"].gates.bias[layer].sum()
     plus = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == "E" and by_id[i].keyed == "+"]
     minus = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == "E" and by_id[i].keyed == "-"]
     assert float(gate[plus].mean()) > 0 > float(gate[minus].mean())
@@ -137,8 +137,8 @@ def test_planted_direction_is_recovered_from_people(tiny_llama, tokenizer, papi)
     layer, head = 2, 1
     scorer, u = _planted_scorer(tiny_llama, tokenizer, papi, layer, head)
     poles = pole_vectors(scorer, ["E+"], source="people", people=papi.subjects)
-    assert poles["E+"].config["source"] == "people"
-    assert float(torch.nn.functional.cosine_similarity(poles["E+"].gate_weights[layer, head], u, dim=0)) > 0.7
+    assert poles["E+"].provenance.config["source"] == "people"
+    assert float(torch.nn.functional.cosine_similarity(poles["E+"].gates.weights[layer, head], u, dim=0)) > 0.7
     with pytest.raises(ValueError, match="needs the people"):
         pole_vectors(scorer, ["E+"], source="people")
     with pytest.raises(ValueError, match="source must be one of"):
@@ -150,13 +150,13 @@ def test_type_is_the_sum_of_its_poles_and_person_plus_pole_adds(tiny_llama, toke
     poles = pole_vectors(scorer)
     t = type_vector(scorer, "INFP", poles)
     assert t.subject == "INFP" and t.kind == "gated"
-    expect = sum((poles[p].gate_weights for p in ("E-", "O+", "A+", "C-")), torch.zeros_like(t.gate_weights))
-    torch.testing.assert_close(t.gate_weights, expect)
+    expect = sum((poles[p].gates.weights for p in ("E-", "O+", "A+", "C-")), torch.zeros_like(t.gates.weights))
+    torch.testing.assert_close(t.gates.weights, expect)
     torch.testing.assert_close(t.offsets, poles["E-"].offsets)  # one shared push
     # a profile fitted on another sheet (a "person") + 0.5 * C+: defined, gates add
     person = profile_vector(scorer, {i: 1 + (i % 5) for i in papi.bank.train_ids}, "person")
     mixed = person + 0.5 * poles["C+"]
-    torch.testing.assert_close(mixed.gate_weights, person.gate_weights + 0.5 * poles["C+"].gate_weights)
+    torch.testing.assert_close(mixed.gates.weights, person.gates.weights + 0.5 * poles["C+"].gates.weights)
     with torch.no_grad():  # and it runs on the model
         scores = scorer.score(papi.bank.test_ids[:4], steering=mixed)
     assert np.isfinite(scores.probs).all()

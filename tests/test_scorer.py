@@ -53,7 +53,7 @@ def _vector_from(model, layer, seed=1):
 def test_from_layer_equals_full_pass(tiny, tokenizer, papi):
     """Steering from layer k: the kept input of layer k + layers k.. only == the whole model, bit for bit."""
     from pas.score.scorer import final_logits
-    from pas.steer.vector import steer
+    from pas.steer.position import steer
 
     scorer = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)
     ids = papi.bank.test_ids[:9]

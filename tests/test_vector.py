@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from pas.core.arch import layout
-from pas.steer.vector import ModelMismatchError, SteeringFileError, SteeringVector
+from pas.steer.file import metadata
+from pas.steer.vector import ModelMismatchError, Provenance, SteeringFileError, SteeringVector
 
 
 def _vector(model, seed=0, scale=1.0, heads=((0, 1), (2, 3))):
@@ -14,7 +15,7 @@ def _vector(model, seed=0, scale=1.0, heads=((0, 1), (2, 3))):
     off = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
     for l, h in heads:
         off[l, h] = torch.randn(lay.head_dim, generator=g) * scale
-    return SteeringVector.for_model(model, off, heads=tuple(heads), subject="s1", alpha=2.0, sigmas=(1.0, 2.0))
+    return SteeringVector.for_model(model, off, provenance=Provenance(subject="s1"))
 
 
 def _ids(tokenizer, texts):
@@ -105,7 +106,7 @@ def test_save_load_round_trip(tiny, tmp_path):
     path = vec.save(tmp_path / "v.safetensors")
     back = SteeringVector.load(path)
     assert torch.equal(back.offsets, vec.offsets)
-    assert back.metadata() == vec.metadata()
+    assert metadata(back) == metadata(vec) and metadata(back)["format_version"] == 4
     with pytest.raises(FileExistsError):
         vec.save(path)
     vec.save(path, overwrite=True)
@@ -128,13 +129,16 @@ def test_mismatched_model_raises(tiny, tokenizer):
     with pytest.raises(ModelMismatchError, match="architecture"):
         vec.apply(other)
     bigger = _vector(tiny)
-    wrong = dataclasses.replace(bigger, n_layers=4, offsets=torch.zeros(4, bigger.n_heads, bigger.head_dim))
+    sig = bigger.signature
+    wrong = dataclasses.replace(bigger, signature=dataclasses.replace(sig, n_layers=4),
+                                offsets=torch.zeros(4, sig.n_heads, sig.head_dim))
     with pytest.raises(ModelMismatchError, match="layers: vector 4 vs model 3"):
         wrong.fold(tiny)
     with pytest.raises(ModelMismatchError, match="heads"):
-        dataclasses.replace(vec, n_heads=8, head_dim=4, offsets=torch.zeros(3, 8, 4)).apply(tiny)
+        dataclasses.replace(vec, signature=dataclasses.replace(vec.signature, n_heads=8, head_dim=4),
+                            offsets=torch.zeros(3, 8, 4)).apply(tiny)
     with pytest.raises(ModelMismatchError, match="config fingerprint"):
-        dataclasses.replace(vec, config_fingerprint="0" * 16).apply(tiny)
+        dataclasses.replace(vec, signature=dataclasses.replace(vec.signature, config_fingerprint="0" * 16)).apply(tiny)
 
 
 def test_bad_files_raise(tiny, tmp_path):
@@ -158,16 +162,16 @@ def test_bad_files_raise(tiny, tmp_path):
 
     bad = vec.offsets.clone()
     bad[0, 0, 0] = float("nan")
-    save_file({"offsets": bad}, tmp_path / "nan.safetensors", metadata={"pas": json.dumps(vec.metadata())})
+    save_file({"offsets": bad}, tmp_path / "nan.safetensors", metadata={"pas": json.dumps(metadata(vec))})
     with pytest.raises(SteeringFileError, match="NaN"):
         SteeringVector.load(tmp_path / "nan.safetensors")
-    meta = vec.metadata()
+    meta = metadata(vec)
     meta["format_version"] = 99
     save_file({"offsets": vec.offsets}, tmp_path / "v99.safetensors", metadata={"pas": json.dumps(meta)})
     with pytest.raises(SteeringFileError, match="format version 99"):
         SteeringVector.load(tmp_path / "v99.safetensors")
-    meta = vec.metadata()
-    del meta["n_heads"]
+    meta = metadata(vec)
+    del meta["signature"]["n_heads"]
     save_file({"offsets": vec.offsets}, tmp_path / "partial.safetensors", metadata={"pas": json.dumps(meta)})
     with pytest.raises(SteeringFileError, match="lacks \\['n_heads'\\]"):
         SteeringVector.load(tmp_path / "partial.safetensors")
@@ -199,12 +203,12 @@ def test_files_of_the_first_layout_still_load(tiny, tmp_path):
     from safetensors.torch import save_file
 
     vec = _vector(tiny)
-    meta = vec.metadata()
-    del meta["derived"]
+    meta = {**dataclasses.asdict(vec.signature), "subject": vec.subject, "positions": "last", "format_version": 2,
+            "kind": "constant", "heads": [[0, 1], [2, 3]], "alpha": 2.0, "sigmas": [1.0, 2.0]}
     meta["extra"] = {"fit_seconds": 3.0, "learn": {"best_step": 5}}
     save_file({"offsets": vec.offsets}, tmp_path / "old.safetensors", metadata={"pas": json.dumps(meta)})
     back = SteeringVector.load(tmp_path / "old.safetensors")
-    assert torch.equal(back.offsets, vec.offsets) and back.derived is None and back.subject == vec.subject
+    assert torch.equal(back.offsets, vec.offsets) and back.provenance.derived is None and back.subject == vec.subject
 
 
 def test_vector_on_other_weights_of_the_same_config(tiny_llama, tokenizer):
@@ -222,14 +226,15 @@ def test_vector_on_other_weights_of_the_same_config(tiny_llama, tokenizer):
 
 
 def test_the_one_rule():
-    from pas.steer.vector import Gate, gate
+    from pas.steer.position import PositionRule, position_rule
 
-    assert gate("last", "prompt") == Gate(False) and gate("all", "prompt") == Gate(True)
-    assert gate("last", "answer") == Gate(True) == gate("all", "generate")
-    assert gate("last", "generate") == Gate(True, last_only=True)
-    assert gate("last", "reply", prompt_len=7) == Gate(True, start=6)
+    rule = position_rule
+    assert rule("last", "prompt") == PositionRule(False) and rule("all", "prompt") == PositionRule(True)
+    assert rule("last", "answer") == PositionRule(True) == rule("all", "generate")
+    assert rule("last", "generate") == PositionRule(True, last_only=True)
+    assert rule("last", "reply", prompt_len=7) == PositionRule(True, start=6)
     with pytest.raises(ValueError, match="no rule"):
-        gate("some", "answer")
+        rule("some", "answer")
 
 
 def test_scorer_applies_the_vectors_own_kind(tiny_llama, tokenizer, papi):
@@ -251,7 +256,7 @@ def test_scorer_applies_the_vectors_own_kind(tiny_llama, tokenizer, papi):
 def test_generation_and_reply_phases_agree(tiny_llama, tokenizer, positions):
     """Greedy tokens generated under the vector are the argmax of the same vector's teacher-forced reply logits."""
     from pas.steer.fluency import _chat_ids
-    from pas.steer.vector import steer
+    from pas.steer.position import steer
 
     vec = dataclasses.replace(_vector(tiny_llama, scale=3.0), positions=positions)
     head = _chat_ids(tokenizer, "Tell me about the moon.")

@@ -35,6 +35,11 @@ class HeadActivations:
     item_ids: tuple[int, ...]
     acts: torch.Tensor  # float32 [N, 2, L, H, D]
 
+    def subset(self, ids: Sequence[int]) -> HeadActivations:
+        """The rows of items ``ids``, in that order."""
+        pos = {i: n for n, i in enumerate(self.item_ids)}
+        return HeadActivations(tuple(ids), self.acts[[pos[i] for i in ids]])
+
 
 def contrastive_texts(tokenizer, bank: ItemBank, ids: Sequence[int], template: PromptTemplate,
                       system: str | None = None) -> list[str]:
@@ -157,7 +162,7 @@ def answer_states(scorer, ids: Sequence[int], system: str | None = None) -> Answ
 
 @torch.no_grad()
 def _answer_states(scorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
-    from pas.score.scorer import _new_cache
+    from pas.score.scorer import new_cache
 
     model = scorer.model
     lay = layout(model)
@@ -175,7 +180,7 @@ def _answer_states(scorer, ids: Sequence[int], system: str | None = None) -> Ans
     try:
         for b in enc.batches:
             out = model(b.last_ids, attention_mask=b.mask, position_ids=b.positions,
-                        past_key_values=_new_cache(model, b.full_kv()), use_cache=True, logits_to_keep=1,
+                        past_key_values=new_cache(model, b.full_kv()), use_cache=True, logits_to_keep=1,
                         output_hidden_states=True)
             residual.append(torch.stack([h[:, -1].float() for h in out.hidden_states], 1).cpu())
             heads.append(rearrange(torch.stack(grabbed, 1), "b l (h d) -> b l h d", h=lay.n_heads).cpu())

@@ -9,11 +9,12 @@ fit went: timings, traces); the vector file keeps only provenance.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from pas.fit.activations import HeadActivations, head_activations
+from pas.fit.activations import head_activations
 from pas.core.data import ItemBank, Subject
 from pas.fit.directions import PROBES, find_directions
 from pas.steer.hooks import dense_offsets
@@ -21,22 +22,31 @@ from pas.score.metric import objective
 from pas.fit.optimize import SteeredItems, learn_offsets, search_alpha, split_known
 from pas.score.prompts import few_shot_system
 from pas.score.scorer import ItemScorer
-from pas.steer.vector import SteeringVector, item_hash
+from pas.steer.vector import Provenance, SteeringVector, item_hash
 from pas.fit.config import FitConfig, GatedConfig, PASConfig
 
 
-def _subset(acts: HeadActivations, ids) -> HeadActivations:
-    pos = {i: n for n, i in enumerate(acts.item_ids)}
-    return HeadActivations(tuple(ids), acts.acts[[pos[i] for i in ids]])
+@dataclass(frozen=True)
+class GatedFacts:
+    """How a gated fit went: the gated layer, the chosen gain and shift, and the readout's out-of-fold composite."""
+
+    layer: int
+    gain: float
+    shift: float
+    readout_cv: float
 
 
 @dataclass(frozen=True)
 class FitReport:
     """How one alignment went; returned beside the vector, never stored in it.
 
-    alpha_trace: {alpha: (validation composite, expected composite, letter mass)} of the strength search.
-    learn_trace: (step, fit loss, validation composite, validation expected) of the learned
-    offsets; best_step 0 means the searched offsets were kept.
+    alpha: the searched strength (for a gated fit, the chosen gain); alpha_trace: {alpha: (validation
+    composite, expected composite, letter mass)} of the strength search. learn_trace: (step, fit loss,
+    validation composite, validation expected) of the learned offsets; best_step 0 means the searched
+    offsets were kept. heads / probe_accuracies / sigmas: the heads PAS chose (best probe first), their
+    probes' validation accuracies and their activations' spread. known_answers: the steered model's
+    answers to the known items; :attr:`adds_nothing` says when they are all "Neither" (what always-3
+    answers: the vector adds nothing over always-3 on the known items).
     """
 
     subject: str
@@ -50,14 +60,24 @@ class FitReport:
     fit_loss_start: float | None = None
     fit_loss_end: float | None = None
     learn_trace: list[tuple[int, float, float, float]] = field(default_factory=list)
-    gated: dict | None = None  # kind "gated": gated layer, gain, shift, out-of-fold readout composite
+    heads: tuple[tuple[int, int], ...] = ()
+    probe_accuracies: tuple[float, ...] = ()
+    sigmas: tuple[float, ...] = ()
+    gated: GatedFacts | None = None
+    known_answers: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def adds_nothing(self) -> bool:
+        """True when the steered model answers "Neither" (3) to every known item, as always-3 does."""
+        return bool(self.known_answers) and all(a == 3 for a in self.known_answers.values())
 
     def summary(self) -> dict:
         """The scalar facts, for reports (traces left out)."""
         facts = {"alpha": self.alpha, "fit_items": self.fit_items, "val_items": self.val_items,
                  "search_seconds": self.search_seconds, "best_step": self.best_step,
-                 "fit_loss_start": self.fit_loss_start, "fit_loss_end": self.fit_loss_end}
-        return {**facts, **(self.gated or {})}
+                 "fit_loss_start": self.fit_loss_start, "fit_loss_end": self.fit_loss_end,
+                 "adds_nothing": self.adds_nothing}
+        return {**facts, **(asdict(self.gated) if self.gated else {})}
 
 
 def align_to_subject(model, subject: Subject, config: FitConfig | None = None, **kw) -> SteeringVector:
@@ -92,7 +112,7 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
         return _fit_gated(model, subject, config, scorer, known, t0)
     fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
     acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
-    dirs = find_directions(_subset(acts, fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
+    dirs = find_directions(acts.subset(fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
                            seed=config.seed, probe=PROBES[config.probe], case=subject.case)
     base = dirs.vectors * dirs.sigmas[:, None]  # alpha = 1
     shape = _shape(model)
@@ -125,14 +145,13 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
         vectors = res.vectors
         learned = {"best_step": res.best_step, "fit_loss_start": res.fit_loss_start,
                    "fit_loss_end": res.fit_loss_end, "learn_trace": res.trace}
-    vector = SteeringVector.for_model(
-        model, offsets_for(vectors),
-        heads=dirs.heads, probe_accuracies=dirs.accuracies, sigmas=tuple(float(s) for s in dirs.sigmas),
-        alpha=float(alpha), positions=config.positions, subject=subject.case, item_hash=item_hash(known),
-        config=asdict(config),
-    )
+    method = "pas-learned" if config.learn else "pas"
+    provenance = Provenance(subject=subject.case, method=method, item_hash=item_hash(known), config=asdict(config))
+    vector = SteeringVector.for_model(model, offsets_for(vectors), positions=config.positions, provenance=provenance)
+    answers = known_answers(scorer, known, vector, system)
     report = FitReport(subject.case, float(alpha), trace, len(fit_ids), len(val_ids), search_seconds,
-                       time.perf_counter() - t0, **learned)
+                       time.perf_counter() - t0, heads=tuple(dirs.heads), probe_accuracies=tuple(dirs.accuracies),
+                       sigmas=tuple(float(s) for s in dirs.sigmas), known_answers=answers, **learned)
     return vector, report
 
 
@@ -141,14 +160,21 @@ def _fit_gated(model, subject: Subject, config: GatedConfig, scorer: ItemScorer,
 
     g = fit_gated(scorer, subject, config.gate_layer, seed=config.seed, both_orders=config.gate_both_orders)
     heads = tuple((layer, h) for layer in (g.layer - 1, g.layer) for h in range(g.offsets.shape[1]))
-    vector = SteeringVector.for_model(
-        model, g.offsets, kind="gated", gate_weights=g.weights, gate_bias=g.bias, heads=heads, positions="last",
-        subject=subject.case, item_hash=item_hash(known), config=asdict(config),
-    )
+    provenance = Provenance(subject=subject.case, method="pas-gated", item_hash=item_hash(known), config=asdict(config))
+    vector = SteeringVector.for_model(model, g.offsets, gate_weights=g.weights, gate_bias=g.bias, positions="last",
+                                      provenance=provenance)
     trace = {gain: v for (gain, shift), v in g.calibration.items() if shift == g.shift}
+    answers = known_answers(scorer, known, vector)
     report = FitReport(subject.case, g.gain, trace, len(known), len(known), 0.0, time.perf_counter() - t0,
-                       gated={"layer": g.layer, "gain": g.gain, "shift": g.shift, "readout_cv": g.readout_cv})
+                       heads=heads, gated=GatedFacts(g.layer, g.gain, g.shift, g.readout_cv), known_answers=answers)
     return vector, report
+
+
+def known_answers(scorer: ItemScorer, known: Mapping[int, int], vector: SteeringVector,
+                  system: str | None = None) -> dict[int, int]:
+    """The steered model's answers to the known items (to tell a vector that adds nothing over always-3)."""
+    ids = sorted(known)
+    return {i: int(a) for i, a in zip(ids, scorer.score(ids, system, steering=vector).answers)}
 
 
 def _shape(model) -> tuple[int, int, int]:

@@ -40,7 +40,7 @@ from pas.score.metric import Objective, Prediction, objective
 from pas.steer.hooks import add_offsets
 from pas.score.prompts import LETTER_VALUES
 from pas.fit.readout import fit_readout
-from pas.score.scorer import ItemScorer, final_logits, keep_trunk, to_scores
+from pas.score.scorer import ItemScorer, final_logits, keep_trunk, to_distribution
 
 GAINS: tuple[float, ...] = (0.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # logits of tilt per answer point the readouts predict
 SHIFTS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -179,8 +179,9 @@ def recentre(vector, reference: ItemScorer, context: ItemScorer, ids: Sequence[i
         return vector
     ids = tuple(reference.bank.train_ids if ids is None else ids)
     shift = answer_states(context, ids).heads.mean(0) - answer_states(reference, ids).heads.mean(0)  # [L, H, D]
-    bias = vector.gate_bias - (vector.gate_weights * shift).sum(-1)
-    return dataclasses.replace(vector, gate_bias=bias, derived=f"re-centred for another context of ({vector.derived})")
+    gates = vector.as_gated().gates.recentred(shift)
+    return dataclasses.replace(vector, gates=gates).relabel(
+        derived=f"re-centred for another context of ({vector.provenance.derived})")
 
 
 def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: HeadReadouts, layer: int,
@@ -192,13 +193,13 @@ def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: H
     correction's layer up, on rows picked from the one shared encoding of the short form.
     """
     from pas.score.many import encoded_logits_many
-    from pas.core.models import weights_sample
+    from pas.steer.signature import ModelSignature
     from pas.steer.vector import SteeringVector
 
     model = scorer.model
     lay = layout(model)
     shape = (lay.n_layers, lay.n_heads, lay.head_dim)
-    sample = weights_sample(model)
+    signature = ModelSignature.of(model)
     everything = tuple(scorer.bank.train_ids)  # one encoding shared by every person; folds are picked from it
     where = {item: j for j, item in enumerate(everything)}
     full = keep_trunk(model, scorer.encode(everything), scorer.letter_ids, layer - 1)
@@ -208,13 +209,12 @@ def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: H
         vectors = []
         for gain, shift in grid:
             gw, gb, v = gate_tables(w, b, layer, tilt, correction, shape, gain, shift)
-            vectors.append(SteeringVector.for_model(model, v, kind="gated", gate_weights=gw, gate_bias=gb,
-                                                    weights_sample=sample))
+            vectors.append(SteeringVector.for_model(model, v, gate_weights=gw, gate_bias=gb, signature=signature))
         enc = full.select([where[ids[j]] for j in part])
         logits[:, torch.as_tensor(part)] = encoded_logits_many(model, enc, scorer.letter_ids, vectors)
     seen: dict[tuple[float, float], Objective] = {}
     for k, key in enumerate(grid):
-        s = to_scores(logits[k])
+        s = to_distribution(logits[k])
         seen[key] = objective(scorer.bank, subject, ids, Prediction(tuple(ids), s.answers, s.expected))
     best = min(seen, key=lambda k: (seen[k].key, abs(k[0]), abs(k[1])))
     return best, {k: (o.composite, o.expected, o.letter_mass) for k, o in seen.items()}

@@ -21,7 +21,7 @@ from pas.core.data import DOMAINS, ItemBank, Subject
 from pas.score.metric import Objective, objective
 from pas.steer.hooks import add_offsets, dense_offsets
 from pas.score.prompts import LETTER_VALUES
-from pas.score.scorer import EncodedPrompts, final_logits, to_scores
+from pas.score.scorer import EncodedPrompts, final_logits, to_distribution
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -60,7 +60,7 @@ class SteeredItems:
     def objective(self, offsets: torch.Tensor) -> Objective:
         """:func:`pas.score.metric.objective` of these items with ``offsets`` applied."""
         with torch.no_grad():
-            return objective(self.bank, self.subject, self.ids, to_scores(self.logits(offsets)))
+            return objective(self.bank, self.subject, self.ids, to_distribution(self.logits(offsets)))
 
 
 def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], refine_steps: int,

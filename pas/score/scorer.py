@@ -29,7 +29,7 @@ from pas.score.prompts import LETTER_VALUES, letter_token_ids
 
 
 @dataclass
-class OptionScores:
+class OptionDistribution:
     """Per prompt: ``probs`` over A..E (renormalised), ``letter_mass`` = their share of the full vocabulary."""
 
     probs: np.ndarray  # [N, 5]
@@ -47,7 +47,7 @@ class OptionScores:
 
 
 @dataclass
-class _Batch:
+class EncodedBatch:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, the body only: [B, kv_heads, S, D]
     last_ids: torch.Tensor  # [B, 1]
     mask: torch.Tensor  # [B, P + S + 1]
@@ -66,7 +66,7 @@ class _Batch:
                 if not 0 < i < skip else (k, v)
                 for i, ((pk, pv), (k, v)) in enumerate(zip(self.prefix_kv, self.kv))]
 
-    def select(self, rows: torch.Tensor, index: torch.Tensor) -> _Batch:
+    def select(self, rows: torch.Tensor, index: torch.Tensor) -> EncodedBatch:
         """Rows ``rows`` of this batch, numbered ``index`` in the new caller's list."""
         return replace(self, kv=[(k[rows], v[rows]) for k, v in self.kv], last_ids=self.last_ids[rows],
                        mask=self.mask[rows], positions=self.positions[rows], index=index,
@@ -77,7 +77,7 @@ class _Batch:
 class EncodedPrompts:
     """Prompts run up to (not including) their last token; the shared prefix's cache is kept once."""
 
-    batches: list[_Batch]
+    batches: list[EncodedBatch]
     n: int
 
     def select(self, positions: Sequence[int]) -> EncodedPrompts:
@@ -97,7 +97,7 @@ def _kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _new_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None):
+def new_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None):
     from transformers import DynamicCache
 
     return DynamicCache(ddp_cache_data=list(kv) if kv else None, config=model.config)
@@ -130,7 +130,7 @@ def encode_prompts(
     p = min(_common_prefix(seqs), min(len(s) for s in seqs) - 2) if prefix_cache and len(seqs) > 1 else 0
     prefix_kv = None
     if p > 0:
-        out = model(torch.tensor([seqs[0][:p]], device=device), past_key_values=_new_cache(model, None), use_cache=True)
+        out = model(torch.tensor([seqs[0][:p]], device=device), past_key_values=new_cache(model, None), use_cache=True)
         prefix_kv = _kv_pairs(out.past_key_values)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths batch together: less padding
     batches = []
@@ -146,11 +146,11 @@ def encode_prompts(
         positions = (p + body_mask.cumsum(1) - 1).clamp(min=0)
         mask = torch.cat([torch.ones(len(rows), p, dtype=body_mask.dtype, device=device), body_mask], 1)
         kv = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix_kv] if p else None
-        out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=_new_cache(model, kv),
+        out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=new_cache(model, kv),
                     use_cache=True, logits_to_keep=1)
         body_kv = [(k[:, :, p:].clone(), v[:, :, p:].clone()) for k, v in _kv_pairs(out.past_key_values)]
         batches.append(
-            _Batch(
+            EncodedBatch(
                 kv=body_kv,
                 prefix_kv=prefix_kv,
                 last_ids=torch.tensor([[seqs[i][-1]] for i in rows], device=device),
@@ -170,7 +170,7 @@ class _PassThrough(torch.nn.Module):
 
 
 @contextmanager
-def _trunk(model, layer: int, batch: _Batch):
+def _trunk(model, layer: int, batch: EncodedBatch):
     """From layer ``layer`` up only, starting from the batch's kept input to it; or, when it is not kept yet,
     a normal pass that keeps it."""
     layers = decoder_layers(model)
@@ -204,7 +204,7 @@ def _trunk(model, layer: int, batch: _Batch):
         handle.remove()
 
 
-def last_step(model, batch: _Batch, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
+def last_step(model, batch: EncodedBatch, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
     """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp).
 
     ``from_layer`` k > 0: nothing hooked into the model acts below layer k (the caller's promise), so the
@@ -216,9 +216,9 @@ def last_step(model, batch: _Batch, letter_ids: Sequence[int], from_layer: int =
     return _last_step(model, batch, letter_ids, 0)
 
 
-def _last_step(model, batch: _Batch, letter_ids: Sequence[int], skip: int) -> torch.Tensor:
+def _last_step(model, batch: EncodedBatch, letter_ids: Sequence[int], skip: int) -> torch.Tensor:
     out = model(batch.last_ids, attention_mask=batch.mask, position_ids=batch.positions,
-                past_key_values=_new_cache(model, batch.full_kv(skip)), use_cache=True, logits_to_keep=1)
+                past_key_values=new_cache(model, batch.full_kv(skip)), use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1, :].float()
     idx = torch.tensor(list(letter_ids), device=logits.device)
     return torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1)
@@ -246,12 +246,12 @@ def keep_trunk(model, encoded: EncodedPrompts, letter_ids: Sequence[int], layer:
     return encoded
 
 
-def to_scores(logits6: torch.Tensor) -> OptionScores:
-    """Letter logits + log-partition -> :class:`OptionScores`."""
+def to_distribution(logits6: torch.Tensor) -> OptionDistribution:
+    """Letter logits + log-partition -> :class:`OptionDistribution`."""
     letters, logz = logits6[:, :5].double(), logits6[:, 5].double()
     probs = torch.softmax(letters, -1)
     mass = torch.exp(torch.logsumexp(letters, -1) - logz)
-    return OptionScores(probs.detach().cpu().numpy(), mass.detach().cpu().numpy())
+    return OptionDistribution(probs.detach().cpu().numpy(), mass.detach().cpu().numpy())
 
 
 def score_texts(
@@ -264,12 +264,12 @@ def score_texts(
     prefix_cache: bool = True,
     progress: bool = False,
     letter_ids: Sequence[int] | None = None,
-) -> OptionScores:
-    """Score rendered prompts, optionally steered (applied as :func:`pas.steer.vector.gate` says).
+) -> OptionDistribution:
+    """Score rendered prompts, optionally steered (applied as :func:`pas.steer.position.position_rule` says).
 
     ``letter_ids``: token ids of the letters for answer values 5..1 (default A..E, the standard order).
     """
-    from pas.steer.vector import steer
+    from pas.steer.position import steer
 
     letter_ids = letter_token_ids(tokenizer) if letter_ids is None else letter_ids
     with torch.no_grad():
@@ -277,7 +277,7 @@ def score_texts(
             enc = encode_prompts(model, tokenizer, texts, batch_size=batch_size, prefix_cache=prefix_cache,
                                  progress=progress)
         with steer(model, steering, "answer"):
-            return to_scores(final_logits(model, enc, letter_ids))
+            return to_distribution(final_logits(model, enc, letter_ids))
 
 
 class ItemScorer:
@@ -326,26 +326,26 @@ class ItemScorer:
             self._last_system = (key, enc)
         return enc
 
-    def score(self, ids: Sequence[int], system: str | None = None, steering=None) -> OptionScores:
+    def score(self, ids: Sequence[int], system: str | None = None, steering=None) -> OptionDistribution:
         """Option distributions for items ``ids``; ``steering`` a :class:`SteeringVector` or None.
 
-        A vector that steers the prompt body (:func:`pas.steer.vector.gate`) needs fresh encodings;
+        A vector that steers the prompt body (:func:`pas.steer.position.position_rule`) needs fresh encodings;
         otherwise the remembered unsteered ones are reused and only the answer token re-runs.
         """
-        from pas.steer.vector import gate
+        from pas.steer.position import position_rule
 
-        if steering is not None and gate(steering.positions, "prompt").steer:
+        if steering is not None and position_rule(steering.positions, "prompt").steer:
             return score_texts(self.model, self.tokenizer, self.texts(ids, system), steering=steering,
                                batch_size=self.batch_size, progress=self.progress, letter_ids=self.letter_ids)
         if steering is None and system is not None:  # a prompted model's answers: the same every time it is asked
             return self.remember(("prompted", tuple(ids), system), lambda: self._score(ids, system, None))
         return self._score(ids, system, steering)
 
-    def _score(self, ids: Sequence[int], system: str | None, steering) -> OptionScores:
-        from pas.steer.vector import steer
+    def _score(self, ids: Sequence[int], system: str | None, steering) -> OptionDistribution:
+        from pas.steer.position import steer
 
         with torch.no_grad():
             enc = self.encode(ids, system)
             first = 0 if steering is None else steering.first_layer
             with steer(self.model, steering, "answer"):
-                return to_scores(final_logits(self.model, enc, self.letter_ids, first))
+                return to_distribution(final_logits(self.model, enc, self.letter_ids, first))

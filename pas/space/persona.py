@@ -21,15 +21,16 @@ questionnaire prompts, with the persona as system prompt against without it (no 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from pas.fit.activations import answer_states
 from pas.core.data import Subject
 from pas.score.metric import objective
-from pas.score.scorer import ItemScorer
+from pas.score.scorer import ItemScorer, OptionDistribution
 from pas.steer.vector import SteeringVector, item_hash
 
 CONSTRUCTIONS = ("contrast", "profile", "poles")
@@ -53,9 +54,32 @@ def distil_strength(scorer: ItemScorer, vector: SteeringVector, target: Subject,
     return best, {s: o.composite for s, o in seen.items()}
 
 
+@dataclass(frozen=True)
+class PersonaReport:
+    """How a persona was distilled; returned beside the vector, never stored in it.
+
+    strength: the distilled strength (``contrast``, ``profile``; None for ``poles``); distil_trace:
+    {strength: composite against the prompted model's answers}; coefficients / prompted_shift: the
+    ``poles`` construction's pole weights and the prompted model's domain shifts.
+    """
+
+    construction: str
+    strength: float | None = None
+    distil_trace: dict[float, float] = field(default_factory=dict)
+    coefficients: dict[str, float] = field(default_factory=dict)
+    prompted_shift: dict[str, float] = field(default_factory=dict)
+
+
 def persona_vector(scorer: ItemScorer, text: str, *, construction: str = "contrast", name: str | None = None,
                    ids: Sequence[int] | None = None) -> SteeringVector:
-    """Distil the written persona ``text`` into a vector for ``scorer``'s model (see the module docstring).
+    """Distil the written persona ``text`` into a vector for ``scorer``'s model (see :func:`fit_persona`)."""
+    return fit_persona(scorer, text, construction=construction, name=name, ids=ids)[0]
+
+
+def fit_persona(scorer: ItemScorer, text: str, *, construction: str = "contrast", name: str | None = None,
+                ids: Sequence[int] | None = None) -> tuple[SteeringVector, PersonaReport]:
+    """Distil the written persona ``text`` into a vector for ``scorer``'s model (see the module docstring):
+    ``(vector, report)``.
 
     ``ids``: the questionnaire items whose prompts are read (default the 120 short-form items).
     """
@@ -73,13 +97,13 @@ def persona_vector(scorer: ItemScorer, text: str, *, construction: str = "contra
 
         unit = profile_vector(scorer, {i: float(e) for i, e in zip(ids, prompted.expected)}, name)
     else:
-        unit = SteeringVector.for_model(scorer.model, persona_contrast(scorer, text, ids), positions="last",
-                                        subject=name, item_hash=item_hash(ids))
+        unit = SteeringVector.for_model(scorer.model, persona_contrast(scorer, text, ids), positions="last")
     target = Subject("persona", {i: int(a) for i, a in zip(ids, prompted.answers)}, bank=scorer.bank)
     strength, trace = distil_strength(scorer, unit, target, ids)
-    return dataclasses.replace(unit * strength, derived=None, subject=name,
-                               config={**unit.config, "persona": text, "construction": construction,
-                                       "strength": strength, "distil_trace": {str(k): v for k, v in trace.items()}})
+    vector = (unit * strength).relabel(derived=None, subject=name, method="persona", item_hash=item_hash(ids),
+                                       config={**unit.provenance.config, "persona": text,
+                                               "construction": construction})
+    return vector, PersonaReport(construction, strength, trace)
 
 
 def pole_coefficients(scorer: ItemScorer, prompted: Mapping[int, float], ids: Sequence[int],
@@ -128,7 +152,8 @@ def statement_poles(scorer: ItemScorer) -> dict[str, SteeringVector]:
     return scorer.remember(("pole_vectors", "statements"), lambda: pole_vectors(scorer))
 
 
-def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted, name: str) -> SteeringVector:
+def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted: OptionDistribution,
+                 name: str) -> tuple[SteeringVector, PersonaReport]:
     """The ``"poles"`` construction: the ten statement poles weighted by :func:`pole_coefficients` of the
     prompted model's answers ``prompted``."""
     from functools import reduce
@@ -136,12 +161,12 @@ def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted, na
     poles = statement_poles(scorer)
     coefficients, shifts = pole_coefficients(scorer, dict(zip(ids, map(float, prompted.expected))), ids)
     total = reduce(lambda a, b: a + b, [c * poles[p] for p, c in coefficients.items()])
-    return dataclasses.replace(total, subject=name, item_hash=item_hash(ids),
-                               config={"persona": text, "construction": "poles", "coefficients": coefficients,
-                                       "prompted_shift": shifts})
+    vector = total.relabel(subject=name, method="persona", item_hash=item_hash(ids),
+                           config={"persona": text, "construction": "poles"})
+    return vector, PersonaReport("poles", coefficients=coefficients, prompted_shift=shifts)
 
 
-def context_tokens(tokenizer, text: str) -> int:
+def context_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     """Tokens a persona costs on every call as a system prompt (the vector costs none)."""
     return len(tokenizer.encode(text, add_special_tokens=False))
 

@@ -41,7 +41,7 @@ from pas.core.arch import layout
 from pas.core.data import DOMAINS, ItemBank, Subject
 from pas.fit.gated import calibrations, fit_head_readouts, gate_range, pushes
 from pas.score.scorer import ItemScorer
-from pas.steer.vector import SteeringVector, item_hash
+from pas.steer.vector import Provenance, SteeringVector, item_hash
 
 POLES: tuple[str, ...] = tuple(f"{d}{s}" for d in DOMAINS for s in "+-")
 POLE_SOURCES = ("statements", "people")
@@ -155,13 +155,11 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
     v[layer] = tilt
     limit = torch.full(shape[:2], float("inf"))
     limit[layer] = gate_range(known.heads[:, layer], w[layer], b[layer])
-    return SteeringVector.for_model(
-        model, v, kind="gated", gate_weights=w, gate_bias=b, gate_limit=limit,
-        heads=tuple((layer, h) for h in range(lay.n_heads)),
-        positions="last", subject=name, item_hash=item_hash(ids),
-        config={"profile": name, "gain": gain, "layer": layer, "items": len(ids),
-                **({"source": source} if source else {})},
-    )
+    provenance = Provenance(subject=name, method="profile", item_hash=item_hash(ids),
+                            config={"profile": name, "gain": gain, "layer": layer, "items": len(ids),
+                                    **({"source": source} if source else {})})
+    return SteeringVector.for_model(model, v, gate_weights=w, gate_bias=b, gate_limit=limit, positions="last",
+                                    provenance=provenance)
 
 
 def pole_vectors(scorer: ItemScorer, poles: Sequence[str] = POLES, *, source: str = "statements",
@@ -176,18 +174,17 @@ def pole_vectors(scorer: ItemScorer, poles: Sequence[str] = POLES, *, source: st
     def sheet(p: str) -> dict[int, float]:
         return pole_sheet(scorer.bank, p) if source == "statements" else quartile_sheet(scorer.bank, people, p)
 
-    return {pole_name(p): profile_vector(scorer, sheet(p), pole_name(p), source=source, **kw) for p in poles}
+    return {pole_name(p): profile_vector(scorer, sheet(p), pole_name(p), source=source, **kw).relabel(method="pole")
+            for p in poles}
 
 
 def combine(poles: Mapping[str, SteeringVector], names: Sequence[str], label: str) -> SteeringVector:
     """The sum of the named pole vectors (they share their push, so the gates add), labelled ``label``."""
-    import dataclasses
-
     total = poles[names[0]]
     for n in names[1:]:
         total = total + poles[n]
-    return dataclasses.replace(total, subject=label, config={**poles[names[0]].config, "profile": label,
-                                                             "poles": list(names)})
+    config = {**poles[names[0]].provenance.config, "profile": label, "poles": list(names)}
+    return total.relabel(subject=label, method="type", config=config)
 
 
 def type_vector(scorer: ItemScorer, mbti: str, poles: Mapping[str, SteeringVector] | None = None,
@@ -200,7 +197,7 @@ def type_vector(scorer: ItemScorer, mbti: str, poles: Mapping[str, SteeringVecto
 
 def group_vector(scorer: ItemScorer, people: Sequence[Subject], name: str = "group", **kw) -> SteeringVector:
     """A group's vector from its members' mean short-form answers."""
-    return profile_vector(scorer, group_sheet(scorer.bank, people), name, **kw)
+    return profile_vector(scorer, group_sheet(scorer.bank, people), name, **kw).relabel(method="group")
 
 
 # ---------------------------------------------------------------- the prompting baseline and the targets' measures

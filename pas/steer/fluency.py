@@ -95,8 +95,8 @@ def base_replies(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS,
 @torch.no_grad()
 def reply_nll(model, tokenizer, vector=None, prompts: Sequence[str] = NEUTRAL_PROMPTS,
               replies: Sequence[Sequence[int]] | None = None) -> float:
-    """Mean negative log-likelihood per reply token, ``vector`` steering as in chat (phase "reply" of :func:`pas.steer.vector.gate`)."""
-    from pas.steer.vector import steer
+    """Mean negative log-likelihood per reply token, ``vector`` steering as in chat (phase "reply" of :func:`pas.steer.position.position_rule`)."""
+    from pas.steer.position import steer
 
     replies = base_replies(model, tokenizer, prompts) if replies is None else replies
     total, count = 0.0, 0

@@ -194,7 +194,7 @@ def add_row_biases(model: nn.Module, table: torch.Tensor, rows: torch.Tensor) ->
     """Folded per-row steering: add ``table[rows[b], layer]`` to each output projection's *output*.
 
     table: ``[n_vectors, n_layers, hidden]`` holding exact ``W_o @ delta`` per vector (see
-    :func:`pas.score.many.bias_table`); rows: ``[batch]``, ``-1`` = unsteered. Every position is steered.
+    :func:`pas.steer.rows.bias_table`); rows: ``[batch]``, ``-1`` = unsteered. Every position is steered.
     """
     from pas_kernels.ops import row_biases
 

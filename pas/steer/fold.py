@@ -1,0 +1,59 @@
+"""Folding a constant vector into the attention output projections' biases: the one place ``W_o @ delta`` is computed.
+
+``W_o @ delta`` (fp32) is what a per-head offset ``delta`` adds to the residual stream after attention;
+:func:`output_shift` computes it, :class:`FoldedSteering` adds it to each projection's bias (``unfold()``
+restores the originals bit for bit), and per-row steering uses it as a per-row bias table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pas.core.arch import layout, o_proj_modules, o_proj_weight
+
+
+def output_shift(model: nn.Module, offsets: torch.Tensor) -> torch.Tensor:
+    """``[L, hidden]`` fp32: ``W_o @ delta`` per layer for per-head offsets ``[L, H, D]`` (or ``[L, H*D]``)."""
+    conv1d = layout(model).conv1d
+    flat = offsets.reshape(offsets.shape[0], -1)
+    return torch.stack([o_proj_weight(proj, conv1d).float() @ flat[layer].to(proj.weight.device, torch.float32)
+                        for layer, proj in enumerate(o_proj_modules(model))])
+
+
+@dataclass
+class FoldedSteering:
+    """A vector folded into output-projection biases; ``unfold()`` puts the originals back bit for bit."""
+
+    model: nn.Module
+    saved: list[tuple[nn.Module, torch.Tensor | None]]
+
+    @classmethod
+    def fold(cls, model: nn.Module, offsets: torch.Tensor) -> FoldedSteering:
+        """Add ``W_o @ delta`` to the bias of every layer whose offsets are not all zero (mutates ``model``:
+        a projection without a bias gets one)."""
+        shifts = output_shift(model, offsets)
+        saved = []
+        with torch.no_grad():
+            for layer, proj in enumerate(o_proj_modules(model)):
+                if not bool(offsets[layer].any()):
+                    continue
+                original = None if proj.bias is None else proj.bias.detach().clone()
+                saved.append((proj, original))
+                base = torch.zeros_like(shifts[layer]) if original is None else original.float()
+                proj.bias = nn.Parameter((base + shifts[layer]).to(proj.weight.dtype), requires_grad=False)
+        return cls(model, saved)
+
+    def unfold(self) -> None:
+        with torch.no_grad():
+            for proj, original in self.saved:
+                proj.bias = None if original is None else nn.Parameter(original, requires_grad=False)
+        self.saved.clear()
+
+    def __enter__(self) -> FoldedSteering:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unfold()
