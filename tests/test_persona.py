@@ -66,7 +66,7 @@ def test_pole_coefficients_reproduce_the_prompted_shift(tiny_llama, tokenizer, p
     changed) maps to the E+ pole with coefficient 0.3 / (E+'s own shift at strength 1) and zero elsewhere;
     the mixture is that multiple of the E+ vector."""
     from pas.score.assess import assess
-    from pas.space.persona import MAX_COEFFICIENT, pole_coefficients, pole_mixture
+    from pas.space.persona import MAX_COEFFICIENT, STATEMENT_POLES, pole_coefficients, pole_mixture
     from pas.space.poles import pole_vectors
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
@@ -83,7 +83,7 @@ def test_pole_coefficients_reproduce_the_prompted_shift(tiny_llama, tokenizer, p
     expected_e = min(0.3 / unit, MAX_COEFFICIENT) if unit > 0 else 0.0
     assert coefficients["E+"] == pytest.approx(expected_e)
     assert {p: c for p, c in coefficients.items() if p != "E+"} == {f"{d}+": 0.0 for d in "OCAN"}
-    scorer.remember(("pole_vectors", "statements"), lambda: poles)
+    STATEMENT_POLES.put(scorer, "statements", poles)
     vec, _ = pole_mixture(scorer, PERSONA, ids, _Expected([prompted[i] for i in ids]), "nurse")
     assert vec.kind == "gated" and vec.provenance.config["construction"] == "poles" and vec.subject == "nurse"
     torch.testing.assert_close(vec.gates.weights, (expected_e * poles["E+"]).gates.weights, rtol=1e-5, atol=1e-7)

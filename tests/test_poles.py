@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pas.fit.activations import AnswerStates
+from pas.fit.activations import ANSWER_STATES, AnswerStates
 from pas.core.arch import layout
 from pas.score.assess import assess, inventory_ids, keyed_means, percentile
 from pas.core.data import Item, ItemBank, Subject
@@ -108,7 +108,7 @@ def _planted_scorer(model, tokenizer, papi, layer: int, head: int, seed: int = 0
             heads[n, layer, head] += 3.0 * u * (1 if by_id[i].keyed == "+" else -1)
     scorer = ItemScorer(model, tokenizer, bank)
     states = AnswerStates(tuple(ids), torch.zeros(len(ids), lay.n_layers + 1, lay.hidden_size), heads)
-    scorer.remember(("answer_states", tuple(ids)), lambda: states)
+    ANSWER_STATES.put(scorer, tuple(ids), states)
     return scorer, u
 
 
@@ -124,7 +124,7 @@ def test_planted_trait_direction_is_recovered(tiny_llama, tokenizer, papi):
     wn = poles["N+"].gates.weights[layer, head]
     assert abs(float(torch.nn.functional.cosine_similarity(wn, u, dim=0))) < 0.5
     # the gate at the answer position is large and positive on +keyed E statements, negative on -keyed ones
-    states = scorer.remember(("answer_states", tuple(papi.bank.train_ids)), lambda: None)
+    states = ANSWER_STATES.get(scorer, tuple(papi.bank.train_ids), lambda: None)
     by_id = papi.bank.by_id
     gate = (states.heads[:, layer] * poles["E+"].gates.weights[layer]).sum(-1).sum(-1) + poles["E+"].gates.bias[layer].sum()
     plus = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == "E" and by_id[i].keyed == "+"]
@@ -195,7 +195,7 @@ def test_keying_accuracy_finds_a_planted_keying(tiny_llama, tokenizer, papi):
             if by_id[i].domain == "E":
                 heads[n, layer, head] += 3.0 * u / u.norm() * (1 if by_id[i].keyed == "+" else -1)
         states = AnswerStates(tuple(ids), torch.zeros(len(ids), lay.n_layers + 1, lay.hidden_size), heads)
-        scorer.remember(("answer_states", tuple(ids)), lambda states=states: states)
+        ANSWER_STATES.put(scorer, tuple(ids), states)
     acc = keying_accuracy(scorer, [layer, layer + 1])
     assert acc[layer]["E"] >= 0.95
     assert np.mean([acc[layer][d] for d in "OCAN"]) < 0.8 and acc[layer + 1]["E"] < 0.8

@@ -32,10 +32,7 @@ def _scorer(scorer: ItemScorer, **template) -> ItemScorer:
     """A scorer for the same model and items under another template (remembered by ``scorer``)."""
     import dataclasses
 
-    tpl = dataclasses.replace(scorer.template, **template)
-    key = ("template", tuple(sorted(template.items())))
-    return scorer.remember(key, lambda: ItemScorer(scorer.model, scorer.tokenizer, scorer.bank, tpl,
-                                                   batch_size=scorer.batch_size, progress=scorer.progress))
+    return scorer.variant(dataclasses.replace(scorer.template, **template))
 
 
 def _in_context(vec: SteeringVector | None, scorer: ItemScorer, context: ItemScorer, adapt: bool):

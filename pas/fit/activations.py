@@ -24,6 +24,8 @@ from pas.core.arch import layout, o_proj_modules
 from pas.core.data import ItemBank
 from pas.core.models import cache_dir, model_name
 from pas.score.prompts import LETTERS, PromptTemplate
+from pas.score.scorer import ScorerCache
+from pas.steer.hooks import record_head_outputs
 
 POSITIVE, NEGATIVE = LETTERS[0], LETTERS[-1]  # "Very Accurate" / "Very Inaccurate"
 
@@ -64,32 +66,20 @@ def check_contrast(tokenizer, texts: Sequence[str]) -> None:
 def collect_head_outputs(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,
                          progress: bool = False) -> torch.Tensor:
     """Head outputs at the last token of each text: float32 ``[N, L, H, D]`` (left-padded batches)."""
-    lay = layout(model)
-    projs = o_proj_modules(model)
-    grabbed: list[torch.Tensor | None] = [None] * lay.n_layers
-
-    def grab(layer):
-        def pre(module, args):
-            grabbed[layer] = args[0][:, -1, :].float()
-
-        return pre
-
-    handles = [p.register_forward_pre_hook(grab(i)) for i, p in enumerate(projs)]
     out = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
     try:
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
-        for b0 in tqdm(range(0, len(texts), batch_size), desc="head activations", disable=not progress, leave=False):
-            enc = tokenizer(list(texts[b0 : b0 + batch_size]), return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
-            positions = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
-            model(**enc, position_ids=positions, logits_to_keep=1)
-            stacked = torch.stack(grabbed, 1)  # [B, L, H*D]
-            out.append(rearrange(stacked, "b l (h d) -> b l h d", h=lay.n_heads).cpu())
+        with record_head_outputs(model) as heads:
+            for b0 in tqdm(range(0, len(texts), batch_size), desc="head activations", disable=not progress,
+                           leave=False):
+                enc = tokenizer(list(texts[b0 : b0 + batch_size]), return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(model.device)
+                positions = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
+                model(**enc, position_ids=positions, logits_to_keep=1)
+                out.append(heads().cpu())
     finally:
         tokenizer.padding_side = side
-        for h in handles:
-            h.remove()
     return torch.cat(out)
 
 
@@ -152,12 +142,15 @@ class AnswerStates:
         return AnswerStates(tuple(ids), self.residual[idx], self.heads[idx])
 
 
+ANSWER_STATES: ScorerCache[tuple[int, ...], AnswerStates] = ScorerCache("answer states")
+
+
 def answer_states(scorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
     """States at the answer position of items ``ids`` under ``scorer``'s prompt; remembered when there is no
     system prompt (then they are the same for every person)."""
     if system is not None:
         return _answer_states(scorer, ids, system)
-    return scorer.remember(("answer_states", tuple(ids)), lambda: _answer_states(scorer, ids))
+    return ANSWER_STATES.get(scorer, tuple(ids), lambda: _answer_states(scorer, ids))
 
 
 @torch.no_grad()
@@ -165,29 +158,16 @@ def _answer_states(scorer, ids: Sequence[int], system: str | None = None) -> Ans
     from pas.score.scorer import new_cache
 
     model = scorer.model
-    lay = layout(model)
     enc = scorer.encode(ids, system)
-    grabbed: list[torch.Tensor | None] = [None] * lay.n_layers
-
-    def grab(layer):
-        def pre(module, args):
-            grabbed[layer] = args[0][:, -1, :].float()
-
-        return pre
-
-    handles = [p.register_forward_pre_hook(grab(i)) for i, p in enumerate(o_proj_modules(model))]
     residual, heads, order = [], [], []
-    try:
+    with record_head_outputs(model) as recorded:
         for b in enc.batches:
             out = model(b.last_ids, attention_mask=b.mask, position_ids=b.positions,
                         past_key_values=new_cache(model, b.full_kv()), use_cache=True, logits_to_keep=1,
                         output_hidden_states=True)
             residual.append(torch.stack([h[:, -1].float() for h in out.hidden_states], 1).cpu())
-            heads.append(rearrange(torch.stack(grabbed, 1), "b l (h d) -> b l h d", h=lay.n_heads).cpu())
+            heads.append(recorded().cpu())
             order.append(b.index)
-    finally:
-        for h in handles:
-            h.remove()
     index = torch.cat(order)
     res = torch.empty(len(ids), *residual[0].shape[1:])
     res[index] = torch.cat(residual)

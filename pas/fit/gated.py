@@ -40,7 +40,7 @@ from pas.score.metric import Objective, Prediction, objective
 from pas.steer.hooks import add_offsets
 from pas.score.prompts import LETTER_VALUES
 from pas.fit.readout import fit_readout
-from pas.score.scorer import ItemScorer, final_logits, keep_trunk, to_distribution
+from pas.score.scorer import ItemScorer, ScorerCache, final_logits, keep_trunk, to_distribution
 
 GAINS: tuple[float, ...] = (0.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # logits of tilt per answer point the readouts predict
 SHIFTS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -62,10 +62,13 @@ class GatedFit:
     calibration: dict[tuple[float, float], tuple[float, float, float]]
 
 
+LETTER_JACOBIANS: ScorerCache[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = ScorerCache("letter jacobians")
+
+
 def letter_jacobian(scorer: ItemScorer, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over items ``ids`` of d(centred letter logits)/d(head output) at the answer position, and the mean
     centred letter logits themselves: ``([5, L, H, D], [5])``. Person-independent, remembered by the scorer."""
-    return scorer.remember(("letter_jacobian", tuple(ids)), lambda: _letter_jacobian(scorer, ids))
+    return LETTER_JACOBIANS.get(scorer, tuple(ids), lambda: _letter_jacobian(scorer, ids))
 
 
 def _letter_jacobian(scorer: ItemScorer, ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

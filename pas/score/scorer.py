@@ -16,16 +16,18 @@ Fast path, with the same results as one prompt at a time (tested):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pas.core.arch import decoder_layers
-from pas.score.prompts import LETTER_VALUES, letter_token_ids
+from pas.score.prompts import LETTER_VALUES, PromptTemplate, letter_token_ids
 
 
 @dataclass
@@ -280,6 +282,31 @@ def score_texts(
             return to_distribution(final_logits(model, enc, letter_ids))
 
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ScorerCache(Generic[K, V]):
+    """One purpose's cache of person-independent things computed for a scorer (answer states, letter
+    Jacobians, pole vectors...), kept as long as the scorer lives. Each purpose owns its cache, typed
+    by its key and value, beside the code that computes it."""
+
+    def __init__(self, purpose: str) -> None:
+        self.purpose = purpose
+        self._by_scorer: weakref.WeakKeyDictionary[ItemScorer, dict[K, V]] = weakref.WeakKeyDictionary()
+
+    def get(self, scorer: ItemScorer, key: K, compute: Callable[[], V]) -> V:
+        """``compute()`` once per (scorer, key)."""
+        mine = self._by_scorer.setdefault(scorer, {})
+        if key not in mine:
+            mine[key] = compute()
+        return mine[key]
+
+    def put(self, scorer: ItemScorer, key: K, value: V) -> None:
+        """Set a value (e.g. planted states in a test)."""
+        self._by_scorer.setdefault(scorer, {})[key] = value
+
+
 class ItemScorer:
     """Scores PAPI items for one model and template; remembers body encodings to reuse them.
 
@@ -288,40 +315,41 @@ class ItemScorer:
     """
 
     def __init__(self, model, tokenizer, bank, template=None, *, batch_size: int = 32, progress: bool = False):
-        from pas.score.prompts import PromptTemplate
-
         self.model, self.tokenizer, self.bank = model, tokenizer, bank
         self.template = template or PromptTemplate()
         self.batch_size, self.progress = batch_size, progress
         self.letter_ids = self.template.letter_ids(tokenizer)  # for answer values 5..1
-        self._memo: dict = {}
+        self._encodings: dict[tuple[tuple[int, ...], str | None], EncodedPrompts] = {}
+        self._prompted: dict[tuple[tuple[int, ...], str], OptionDistribution] = {}
+        self._variants: dict[PromptTemplate, ItemScorer] = {}
         self._last_system: tuple | None = None
 
-    def remember(self, key, compute):
-        """``compute()`` once per ``key`` for this scorer (person-independent things: states, Jacobians)."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
+    def variant(self, template: PromptTemplate) -> ItemScorer:
+        """A scorer for the same model and items under another template (its own encodings, made once)."""
+        if template == self.template:
+            return self
+        if template not in self._variants:
+            self._variants[template] = ItemScorer(self.model, self.tokenizer, self.bank, template,
+                                                  batch_size=self.batch_size, progress=self.progress)
+        return self._variants[template]
 
     def reversed(self) -> ItemScorer:
         """A scorer for the same model and items with the options listed in reverse (its own encodings, made once)."""
-        return self.remember("reversed", lambda: ItemScorer(self.model, self.tokenizer, self.bank,
-                                                            self.template.reversed(), batch_size=self.batch_size,
-                                                            progress=self.progress))
+        return self.variant(self.template.reversed())
 
     def texts(self, ids: Sequence[int], system: str | None = None) -> list[str]:
         return self.template.render_items(self.tokenizer, self.bank, ids, system)
 
     def encode(self, ids: Sequence[int], system: str | None = None) -> EncodedPrompts:
         key = (tuple(ids), system)
-        if key in self._memo:
-            return self._memo[key]
+        if key in self._encodings:
+            return self._encodings[key]
         if self._last_system is not None and self._last_system[0] == key:
             return self._last_system[1]
         enc = encode_prompts(self.model, self.tokenizer, self.texts(ids, system), batch_size=self.batch_size,
                              progress=self.progress)
         if system is None:  # shared by all subjects: keep
-            self._memo[key] = enc
+            self._encodings[key] = enc
         else:  # one person's prompt: keep only the latest (a persona is read twice in a row, then never again)
             self._last_system = (key, enc)
         return enc
@@ -338,7 +366,10 @@ class ItemScorer:
             return score_texts(self.model, self.tokenizer, self.texts(ids, system), steering=steering,
                                batch_size=self.batch_size, progress=self.progress, letter_ids=self.letter_ids)
         if steering is None and system is not None:  # a prompted model's answers: the same every time it is asked
-            return self.remember(("prompted", tuple(ids), system), lambda: self._score(ids, system, None))
+            key = (tuple(ids), system)
+            if key not in self._prompted:
+                self._prompted[key] = self._score(ids, system, None)
+            return self._prompted[key]
         return self._score(ids, system, steering)
 
     def _score(self, ids: Sequence[int], system: str | None, steering) -> OptionDistribution:

@@ -30,10 +30,12 @@ from transformers import PreTrainedTokenizerBase
 from pas.fit.activations import answer_states
 from pas.core.data import Subject
 from pas.score.metric import objective
-from pas.score.scorer import ItemScorer, OptionDistribution
+from pas.score.scorer import ItemScorer, OptionDistribution, ScorerCache
 from pas.steer.vector import SteeringVector, item_hash
 
 CONSTRUCTIONS = ("contrast", "profile", "poles")
+STATEMENT_POLES: ScorerCache[str, dict[str, SteeringVector]] = ScorerCache("statement poles")
+POLE_PER_UNIT: ScorerCache[tuple[int, ...], tuple[dict[str, float], dict[str, float]]] = ScorerCache("pole per unit")
 MAX_COEFFICIENT = 2.0  # a pole past strength 2 costs fluency (README, trait poles)
 STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
@@ -118,8 +120,8 @@ def pole_coefficients(scorer: ItemScorer, prompted: Mapping[int, float], ids: Se
     from pas.core.data import DOMAINS
 
     if poles is None:
-        base, per_unit = scorer.remember(("pole_per_unit", tuple(ids)),
-                                         lambda: _pole_per_unit(scorer, ids, statement_poles(scorer)))
+        base, per_unit = POLE_PER_UNIT.get(scorer, tuple(ids),
+                                           lambda: _pole_per_unit(scorer, ids, statement_poles(scorer)))
     else:
         base, per_unit = _pole_per_unit(scorer, ids, poles)
     shifts = {d: v - base[d] for d, v in keyed_means(scorer.bank, prompted)[0].items()}
@@ -149,7 +151,7 @@ def statement_poles(scorer: ItemScorer) -> dict[str, SteeringVector]:
     """The ten trait poles from the statements' keying (:func:`pas.space.poles.pole_vectors`), built once per scorer."""
     from pas.space.poles import pole_vectors
 
-    return scorer.remember(("pole_vectors", "statements"), lambda: pole_vectors(scorer))
+    return STATEMENT_POLES.get(scorer, "statements", lambda: pole_vectors(scorer))
 
 
 def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted: OptionDistribution,

@@ -13,13 +13,14 @@ call (the position that predicts the next token).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from pas.core.arch import o_proj_modules
+from pas.core.arch import layout, o_proj_modules
 
 
 @dataclass
@@ -220,3 +221,32 @@ def dense_offsets(
         idx = torch.tensor(list(heads), dtype=torch.long, device=vectors.device)
         dense = dense.index_put((idx[:, 0], idx[:, 1]), vectors)
     return dense.reshape(n_layers, n_heads * head_dim)
+
+
+@contextmanager
+def record_head_outputs(model: nn.Module) -> Iterator[Callable[[], torch.Tensor]]:
+    """The one recorder of head outputs: while the block runs, each forward call's head outputs (the input of
+    every layer's attention output projection) at its last position are kept. The yielded function returns
+    the latest call's, float32 ``[batch, n_layers, n_heads, head_dim]``; the hooks are removed on exit."""
+    lay = layout(model)
+    grabbed: list[torch.Tensor | None] = [None] * lay.n_layers
+
+    def grab(layer: int):
+        def pre(module: nn.Module, args: tuple) -> None:
+            grabbed[layer] = args[0][:, -1, :].float()
+
+        return pre
+
+    handles = [p.register_forward_pre_hook(grab(i)) for i, p in enumerate(o_proj_modules(model))]
+
+    def latest() -> torch.Tensor:
+        if any(g is None for g in grabbed):
+            raise RuntimeError("no forward call has run inside record_head_outputs yet")
+        stacked = torch.stack(grabbed, 1)  # type: ignore[arg-type]
+        return stacked.reshape(*stacked.shape[:2], lay.n_heads, lay.head_dim)
+
+    try:
+        yield latest
+    finally:
+        for h in handles:
+            h.remove()
