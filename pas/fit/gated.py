@@ -45,6 +45,7 @@ from pas.score.scorer import ItemScorer, ScorerCache, final_logits, keep_trunk, 
 GAINS: tuple[float, ...] = (0.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # logits of tilt per answer point the readouts predict
 SHIFTS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
 HEAD_RIDGE: tuple[float, ...] = (100.0,)  # per-head ridge strength on standardised head outputs
+NEUTRAL = 3.0  # the middle answer, "Neither Accurate Nor Inaccurate": a gate of 0
 CURVATURE = 1.0  # logits: the corrected letter preference is -CURVATURE * (value - 3)^2
 
 
@@ -110,7 +111,7 @@ def pushes(calibrations: Sequence[tuple[torch.Tensor, torch.Tensor]], layer: int
 
     Each calibration is :func:`letter_jacobian` of one option order (rows in answer-value order).
     """
-    values = torch.tensor(LETTER_VALUES, dtype=torch.float32) - 3.0
+    values = torch.tensor(LETTER_VALUES, dtype=torch.float32) - NEUTRAL
     preference = -CURVATURE * (values**2 - (values**2).mean())
     jac = torch.cat([j for j, _ in calibrations])  # [5 * orders, L, H, D]
     tilt = _least_norm(jac, layer, values.repeat(len(calibrations)))
@@ -133,7 +134,7 @@ class HeadReadouts:
 def fit_head_readouts(heads: torch.Tensor, y: np.ndarray, bank, subject: Subject, ids: Sequence[int],
                       seed: int = 0) -> HeadReadouts:
     """Per head, :func:`pas.fit.readout.fit_readout` of its own output ``heads [N, H, D]`` (same folds for all heads)."""
-    fits = [fit_readout({h: heads[:, h].numpy()}, y, bank, subject, ids, alphas=HEAD_RIDGE, seed=seed)
+    fits = [fit_readout({h: heads[:, h].numpy()}, y, bank, subject, ids, ridge_lambdas=HEAD_RIDGE, seed=seed)
             for h in range(heads.shape[1])]
     raw = [f.raw() for f in fits]
     folds = fits[0].folds
@@ -148,14 +149,22 @@ def fit_head_readouts(heads: torch.Tensor, y: np.ndarray, bank, subject: Subject
     return HeadReadouts(w, b, folds, tuple(p[0] for p in per_fold), tuple(p[1] for p in per_fold), cv)
 
 
+def readout_gates(weights: torch.Tensor, intercepts: torch.Tensor, gain: float, shift: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one gate formula: per-head readouts ``weights [H, D]``, ``intercepts [H]`` become gate weights and
+    bias whose gate is ``(gain * (readout_h - NEUTRAL) + shift) / H``, so the heads' gates add up to
+    ``gain * (mean readout - NEUTRAL) + shift``."""
+    n_heads = weights.shape[0]
+    return gain * weights / n_heads, (gain * (intercepts - NEUTRAL) + shift) / n_heads
+
+
 def gate_tables(weights: torch.Tensor, intercepts: torch.Tensor, layer: int, tilt: torch.Tensor,
                 correction: torch.Tensor, shape: tuple[int, int, int], gain: float, shift: float):
-    """Dense ``(weights, bias, offsets)``: gates ``(gain * (readout_h - 3) + shift) / H`` on ``layer``, the
-    constant correction on ``layer - 1``."""
+    """Dense ``(weights, bias, offsets)``: :func:`readout_gates` on ``layer``, the constant correction on
+    ``layer - 1``."""
     n_layers, n_heads, head_dim = shape
     w, b, v = torch.zeros(shape), torch.zeros(n_layers, n_heads), torch.zeros(shape)
-    w[layer] = gain * weights / n_heads
-    b[layer] = (gain * (intercepts - 3.0) + shift) / n_heads
+    w[layer], b[layer] = readout_gates(weights, intercepts, gain, shift)
     v[layer] = tilt
     b[layer - 1] = 1.0
     v[layer - 1] = correction

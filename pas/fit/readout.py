@@ -22,7 +22,7 @@ import numpy as np
 from pas.core.data import ItemBank, Subject
 from pas.score.metric import Objective, objective
 
-ALPHAS: tuple[float, ...] = (100.0, 300.0, 1000.0, 3000.0, 10000.0)  # ridge strengths on standardised features
+RIDGE_LAMBDAS: tuple[float, ...] = (100.0, 300.0, 1000.0, 3000.0, 10000.0)  # ridge strengths on standardised features
 FOLDS = 5
 
 
@@ -50,7 +50,7 @@ class Readout:
     """
 
     key: object  # which feature set (e.g. a layer index)
-    alpha: float
+    ridge_lambda: float
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
@@ -70,17 +70,17 @@ class Readout:
         return w, float(intercept - (self.mean * w).sum())
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
     """Ridge on standardised ``x`` with an unpenalised intercept (dual form: few rows, many features)."""
     xm, ym = x.mean(0), y.mean()
     xc = x - xm
     gram = xc @ xc.T
-    coef = xc.T @ np.linalg.solve(gram + alpha * np.eye(len(x)), y - ym)
+    coef = xc.T @ np.linalg.solve(gram + lam * np.eye(len(x)), y - ym)
     return coef, float(ym - xm @ coef)
 
 
 def fit_readout(features: Mapping[object, np.ndarray], y: np.ndarray, bank: ItemBank, subject: Subject,
-                ids: Sequence[int], *, alphas: Sequence[float] = ALPHAS, folds: int = FOLDS,
+                ids: Sequence[int], *, ridge_lambdas: Sequence[float] = RIDGE_LAMBDAS, folds: int = FOLDS,
                 seed: int = 0) -> Readout:
     """Choose the feature set and ridge strength by K-fold CV on the known items ``ids``, then fit on all of them.
 
@@ -96,19 +96,19 @@ def fit_readout(features: Mapping[object, np.ndarray], y: np.ndarray, bank: Item
         x = np.asarray(x, dtype=np.float64)
         mean, scale = x.mean(0), x.std(0) + 1e-6
         xs = (x - mean) / scale
-        for alpha in alphas:
+        for lam in ridge_lambdas:
             pred, models = np.empty(len(ids)), []
             for part in parts:
                 rest = np.setdiff1d(np.arange(len(ids)), part)
-                coef, icpt = _ridge(xs[rest], y[rest], alpha)
+                coef, icpt = _ridge(xs[rest], y[rest], lam)
                 pred[part] = xs[part] @ coef + icpt
                 models.append((coef, icpt))
             cv = objective(bank, subject, ids, PointScores.of(pred))
             if best is None or cv.key < best[0].key:
-                best = (cv, key, alpha, mean, scale, xs, tuple(models))
-    cv, key, alpha, mean, scale, xs, models = best
-    coef, icpt = _ridge(xs, y, alpha)
-    return Readout(key, float(alpha), mean, scale, coef, icpt, cv, parts, models)
+                best = (cv, key, lam, mean, scale, xs, tuple(models))
+    cv, key, lam, mean, scale, xs, models = best
+    coef, icpt = _ridge(xs, y, lam)
+    return Readout(key, float(lam), mean, scale, coef, icpt, cv, parts, models)
 
 
 def readout_layers(n_layers: int) -> tuple[int, ...]:

@@ -39,14 +39,13 @@ from pas.fit.activations import answer_states
 from pas.core.arch import layout
 
 from pas.core.data import DOMAINS, ItemBank, Subject
-from pas.fit.gated import calibrations, fit_head_readouts, gate_range, pushes
+from pas.fit.gated import NEUTRAL, calibrations, fit_head_readouts, gate_range, pushes, readout_gates
 from pas.score.scorer import ItemScorer
 from pas.steer.vector import Provenance, SteeringVector, item_hash
 
 POLES: tuple[str, ...] = tuple(f"{d}{s}" for d in DOMAINS for s in "+-")
 POLE_SOURCES = ("statements", "people")
 POLE_GAIN = 4.0  # logits of letter tilt per answer point the readout predicts, at strength 1
-NEUTRAL = 3.0
 # MBTI letter -> (Big-Five domain, direction), McCrae & Costa (1989)
 MBTI_LETTERS: dict[str, tuple[str, int]] = {
     "E": ("E", +1), "I": ("E", -1),
@@ -150,8 +149,7 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
     tilt, _ = pushes(calibrations(scorer, bank.train_ids, both_orders=False), layer)
     shape = (lay.n_layers, lay.n_heads, lay.head_dim)
     w, b, v = torch.zeros(shape), torch.zeros(shape[:2]), torch.zeros(shape)
-    w[layer] = gain * reads.weights / lay.n_heads
-    b[layer] = gain * (reads.intercepts - NEUTRAL) / lay.n_heads
+    w[layer], b[layer] = readout_gates(reads.weights, reads.intercepts, gain)
     v[layer] = tilt
     limit = torch.full(shape[:2], float("inf"))
     limit[layer] = gate_range(known.heads[:, layer], w[layer], b[layer])
