@@ -11,8 +11,9 @@ from pas.core.arch import layout
 from pas.score.assess import assess, inventory_ids, keyed_means, percentile
 from pas.core.data import Item, ItemBank, Subject
 from pas.score.scorer import ItemScorer
-from pas.space.poles import (POLES, TYPES, group_sheet, on_off_target, parse_pole, pole_sheet, pole_vectors,
-                        profile_vector, quartile_sheet, type_poles, type_signs, type_vector)
+from benchmarks.measures.poles import keying_accuracy, on_off_target, type_signs
+from pas.space.poles import (POLES, TYPES, group_sheet, parse_pole, pole_sheet, pole_vectors, profile_vector,
+                             quartile_sheet, type_poles, type_vector)
 
 
 def _bank() -> ItemBank:
@@ -181,7 +182,6 @@ def test_assess_on_tiny_model(tiny_llama, tokenizer, papi):
 def test_keying_accuracy_finds_a_planted_keying(tiny_llama, tokenizer, papi):
     """States where one head carries the E statements' keying (on the short form and on the other 180 alike):
     the held-out keying of E is read perfectly at that layer; other domains (noise) sit near chance."""
-    from pas.space.poles import keying_accuracy
 
     layer, head = 1, 1
     lay = layout(tiny_llama)

@@ -19,7 +19,8 @@ from pas.score.assess import assess
 from pas.fit.gated import recentre
 from pas.score.scorer import ItemScorer
 from pas.steer.vector import SteeringVector
-from pas.space.poles import POLE_PROMPTS, parse_pole
+from .poles import POLE_PROMPTS
+from pas.space.poles import parse_pole
 
 def pressure_text(pole: str) -> str:
     """The user turn that pushes against ``pole``: "Actually, you are a very introverted person: ..." for E+."""
