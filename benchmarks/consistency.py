@@ -1,7 +1,7 @@
 """Consistency report: template stability, resistance to induction, development (``benchmarks.measures.consistency``).
 
 Uses the ten trait-pole vectors (built on the IPIP-NEO-120 statements) and assesses on the other
-180 items; the prompted counterpart is each pole's system prompt (``pas.space.poles.POLE_PROMPTS``).
+180 items; the prompted counterpart is each pole's system prompt (``measures.poles.POLE_PROMPTS``).
 Development: one person's pas-gated vector + a growing fraction of a pole. Writes results.json,
 tables.md and a bar plot of the induction result.
 
@@ -17,8 +17,9 @@ from common import add_assessment_args, load_assessment, write_outputs
 from pas.fit.align import fit_subject
 from pas.fit.config import GatedConfig
 from measures.consistency import development, induction, template_stability
+from measures.tables import consistency_tables, induction_plot
 from pas.core.data import select_subjects
-from pas.eval.report import consistency_tables, induction_plot, machine_info
+from pas.eval.report import machine_info
 from pas.space.poles import pole_vectors
 
 

@@ -3,7 +3,7 @@
 A trait pole's gates read the answer position's head outputs; where a linear readout there cannot
 separate a domain's +keyed statements from its -keyed ones, that domain's poles have nothing to gate
 on. Per layer and domain: held-out accuracy (on the 180 statements not in the short form) of a
-logistic regression fitted on the short form's keying (``pas.space.poles.keying_accuracy``), for the head
+logistic regression fitted on the short form's keying (``measures.poles.keying_accuracy``), for the head
 outputs and for the residual stream. No one's answers are read.
 
     python benchmarks/keying.py --threads 2 --out results/keying
@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 from common import apply_threads
+from measures.tables import keying_table
 from pas import load_model
 from pas.core.data import load_papi
-from pas.eval.report import dumps, keying_table, machine_info
+from pas.eval.report import dumps, machine_info
 from pas.score.scorer import ItemScorer
-from pas.space.poles import keying_accuracy
+from measures.poles import keying_accuracy
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,9 @@ from pas.fit.activations import answer_states, head_activations
 from pas.fit.gated import calibrations
 from pas.core.data import select_subjects
 from pas.eval.dpo import DPOSettings
-from pas.eval.methods import LLM_METHODS, METHODS, NEEDS_MODEL, PAS_METHODS, MethodContext
+from pas.eval.methods import METHODS, MethodContext
 from pas.eval.report import DEFAULT_REFERENCES, dumps, machine_info, markdown_table, plot, summarize
-from pas.eval.run import run_methods, run_settings
+from pas.eval.run import context_settings, run_methods, run_settings
 
 DEFAULT_METHODS = ("always-3", "population-median", "ridge", "readout", "base", "few-shot", "description", "pas",
                    "pas-learned", "pas+few-shot", "pas-gated", "dpo")
@@ -75,12 +75,12 @@ def main(argv=None) -> int:
     ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), gated_config=GatedConfig(), dpo_settings=DPOSettings(epochs=args.dpo_epochs),
                         adapter_dir=str(out / "adapters"), reverse_options=args.reverse_options)
     one_time = {}
-    if any(m in NEEDS_MODEL for m in methods):
+    if any(METHODS[m].needs_model for m in methods):
         t = time.perf_counter()
         model, tok = load_model(args.model, dtype=args.dtype)
         one_time["model_load_seconds"] = time.perf_counter() - t
         ctx.scorer = ItemScorer(model, tok, data.bank)
-    if any(m in PAS_METHODS and m != "pas-gated" for m in methods):  # PAS's one-time, person-independent cost
+    if any(METHODS[m].vector_kind in ("pas", "pas-learned") for m in methods):  # constant PAS's one-time cost
         t = time.perf_counter()
         head_activations(model, tok, data.bank, data.bank.train_ids, refresh=True, progress=True)
         one_time["pas_activations_seconds"] = time.perf_counter() - t
@@ -96,12 +96,13 @@ def main(argv=None) -> int:
     records = run_methods(ctx, subjects, methods, out=out, settings=settings)
     references = [r.strip() for r in args.references.split(",") if r.strip()]
     summary = summarize(records, references)
-    run = {**settings, "subjects": [s.case for s in subjects], "methods": methods,
+    run = {**settings, **context_settings(ctx), "subjects": [s.case for s in subjects], "methods": methods,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "command": " ".join(["python benchmarks/pas_vs_dpo.py", *(sys.argv[1:] if argv is None else argv)])}
     report = {"settings": run, "machine": machine_info(), "one_time_seconds": one_time, "methods": summary}
     ratios = {pas: summary["dpo"]["fit_seconds_per_subject"] / summary[pas]["fit_seconds_per_subject"]
-              for pas in PAS_METHODS if pas in summary and "dpo" in summary and pas != "pas+few-shot"}
+              for pas, m in METHODS.items() if m.takes_vector and pas in summary and "dpo" in summary
+              and pas != "pas+few-shot"}
     report.update({f"dpo_over_{pas.replace('-', '_')}_fit_time": r for pas, r in ratios.items()})
     (out / "results.json").write_text(dumps(report, indent=1))
     table = markdown_table(summary, references)
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
               f"{run['date']}; one-time: {json.dumps({k: round(v, 1) for k, v in one_time.items()})}{ratio_text}")
     (out / "results.md").write_text(f"{header}\n\n{table}\n")
     plot(summary, out / "pas_vs_dpo.png", f"PAPI alignment vs fit time ({len(subjects)} subjects, {run['model']})",
-         llm_methods=LLM_METHODS)
+         llm_methods=[name for name, m in METHODS.items() if m.is_llm])
     print(header)
     print(table)
     print(f"written: {out / 'results.json'}, {out / 'results.md'}, {out / 'pas_vs_dpo.png'}")

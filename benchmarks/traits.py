@@ -1,9 +1,9 @@
 """The controllability picture: steer to each trait pole and MBTI type, assess, compare with prompting.
 
 Builds the ten pole vectors from the IPIP-NEO-120 statements (timed), assesses the steered model
-on the other 180 items at several strengths (``pas.space.poles.measure_poles``), with the perplexity
+on the other 180 items at several strengths (``measures.poles.measure_poles``), with the perplexity
 ratio on neutral chat replies and the prompting baseline, then the 16 types
-(``pas.space.poles.measure_types``). Writes results.json, tables.md and a heatmap PNG.
+(``measures.poles.measure_types``). Writes results.json, tables.md and a heatmap PNG.
 
     python benchmarks/traits.py --threads 2 --out results/traits --png docs/traits_heatmap.png
 """
@@ -17,8 +17,10 @@ import numpy as np
 
 from common import add_assessment_args, load_assessment, write_outputs
 from pas.core.data import DOMAINS
-from pas.eval.report import heatmap, machine_info, poles_table, types_table
-from pas.space.poles import POLE_SOURCES, POLES, measure_poles, measure_types, pole_vectors
+from measures.tables import heatmap, poles_table, types_table
+from pas.eval.report import machine_info
+from measures.poles import measure_poles, measure_types
+from pas.space.poles import POLE_SOURCES, POLES, pole_vectors
 
 
 def main(argv: list[str] | None = None) -> int:

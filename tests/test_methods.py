@@ -30,7 +30,7 @@ def test_yardsticks_ignore_the_subjects_own_answers(ctx, papi):
 def test_ridge_beats_always_3(ctx, papi):
     subjects = papi.subjects[:10]
     recs = run_methods(ctx, subjects, ["ridge", "always-3"], progress=False)
-    r, a = (np.mean([x["composite"] for x in recs[m]]) for m in ("ridge", "always-3"))
+    r, a = (np.mean([x.composite for x in recs[m]]) for m in ("ridge", "always-3"))
     assert r < a
 
 
@@ -126,6 +126,37 @@ def test_fit_readout_finds_a_planted_signal(papi):
     y = np.array([known[i] for i in ids], dtype=float)
     signal = np.c_[y + rng.normal(0, 0.3, len(y)), rng.normal(size=(len(y), 20))]
     noise = rng.normal(size=(len(y), 21))
-    fit = fit_readout({"noise": noise, "signal": signal}, y, papi.bank, s, ids, alphas=(0.1, 1.0, 10.0))
+    fit = fit_readout({"noise": noise, "signal": signal}, y, papi.bank, s, ids, ridge_lambdas=(0.1, 1.0, 10.0))
     assert fit.key == "signal" and fit.cv.composite < 2.0
     assert np.abs(fit.predict(signal) - y).mean() < 0.5
+
+
+def test_one_registry_holds_every_fact():
+    """Each method is one record; the facts once in parallel tables are read from it (no name parsing)."""
+    from pas.eval.methods import Method
+
+    llm = {n for n, m in METHODS.items() if m.is_llm}
+    assert {n for n, m in METHODS.items() if not m.is_llm} == {"always-3", "population-median", "ridge", "readout"}
+    assert {n for n, m in METHODS.items() if m.needs_model} == llm | {"readout"}
+    assert {n: m.vector_kind for n, m in METHODS.items() if m.takes_vector} == {
+        "pas": "pas", "pas-learned": "pas-learned", "pas+few-shot": "pas", "pas-gated": "pas-gated"}
+    assert {n for n, m in METHODS.items() if m.uses_population} == {"population-median", "ridge"}
+    assert all(m.name == n and m.doc and isinstance(m, Method) for n, m in METHODS.items())
+    with pytest.raises(ValueError, match="needs a model"):
+        Method("odd", always_3, "d", is_llm=True)
+
+
+def test_a_method_depends_only_on_its_own_settings(papi):
+    """What goes in a record's fingerprint besides the data: a PAS variant's config as it fits with it."""
+    from pas.fit.config import GatedConfig, PASConfig
+
+    s = papi.subjects[0]
+    ctx = MethodContext(papi.bank, papi.subjects, pas_config=PASConfig(k=12), gated_config=GatedConfig())
+    assert METHODS["always-3"].settings(ctx, s) == {} and METHODS["ridge"].settings(ctx, s) == {}
+    learned, few = METHODS["pas-learned"].settings(ctx, s)["pas_config"], METHODS["pas+few-shot"].settings(ctx, s)
+    assert learned["k"] == 12 and learned["learn"] and not learned["few_shot"]
+    assert few["pas_config"]["few_shot"] and not few["pas_config"]["learn"]
+    assert set(METHODS["pas-gated"].settings(ctx, s)) == {"gated_config"}
+    ctx.vectors[s.case] = object()  # a given vector: nothing is fitted, so no fitting config
+    assert METHODS["pas"].settings(ctx, s) == {}
+    assert set(METHODS["description"].settings(ctx, s)) == {"description"}

@@ -18,7 +18,7 @@ def test_resume_and_report(papi, tmp_path):
     rec["composite"] = 99.0  # a resumed run reads what is there instead of recomputing
     path.write_text(json.dumps(rec))
     again = run_methods(ctx, subjects, ["always-3", "ridge"], out=tmp_path, settings=settings, progress=False)
-    assert again["ridge"][0]["composite"] == 99.0 and again["always-3"] == records["always-3"]
+    assert again["ridge"][0].composite == 99.0 and again["always-3"] == records["always-3"]
     summary = summarize(records, references=("ridge",))
     assert set(summary) == {"always-3", "ridge"}
     assert summary["always-3"]["vs_ridge"]["mean"] > 0
@@ -46,7 +46,7 @@ def test_unscorable_subject_is_named_and_others_kept(papi, tmp_path):
 
     flat = dataclasses.replace(papi.subjects[0], responses={i: 3 for i in papi.subjects[0].responses})
     ctx = MethodContext(papi.bank, papi.subjects)
-    from pas.eval.methods import METHODS
+    from pas.eval.methods import METHODS, Method
 
     def refuse(ctx_, subject):  # stands in for PAS without loading a model: its first step on this subject
         from pas.fit.directions import contrast_set
@@ -57,13 +57,13 @@ def test_unscorable_subject_is_named_and_others_kept(papi, tmp_path):
         contrast_set(HeadActivations(ids, torch.zeros(len(ids), 2, 1, 1, 2)), subject.known(), subject.case)
         return METHODS["always-3"](ctx_, subject)
 
-    METHODS["_refuses"] = refuse
+    METHODS["_refuses"] = Method("_refuses", refuse, "stands in for PAS")
     try:
         recs = run_methods(ctx, [flat, papi.subjects[1]], ["always-3", "_refuses"], progress=False)
     finally:
         del METHODS["_refuses"]
-    assert [r.get("error") is None for r in recs["always-3"]] == [True, True]
-    err = recs["_refuses"][0]["error"]
+    assert [r.error is None for r in recs["always-3"]] == [True, True]
+    err = recs["_refuses"][0].error
     assert f"subject {flat.case}" in err and "non-neutral" in err
     table = markdown_table(summarize(recs))
     assert f"_refuses: subject {flat.case} skipped" in table

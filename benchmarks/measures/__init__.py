@@ -1,1 +1,1 @@
-"""Measurement-only code used by the benchmarks (not part of the library): consistency checks."""
+"""Measurement-only code used by the benchmarks (not part of the library): consistency checks, tables and figures."""

@@ -1,56 +1,77 @@
-"""The methods compared on a subject's 180 test items, all through the same scorer.
+"""The one method registry: :data:`METHODS`, one :class:`Method` record per method, all scored the same way.
 
-LLM methods (``base``, ``few-shot``, ``description``, ``pas``...) differ only in
-system prompt and steering; every one is scored by :class:`pas.score.scorer.ItemScorer`.
-With ``MethodContext.reverse_options`` each LLM method is also scored with the options
-listed in reverse (nothing refitted), in ``Prediction.reversed``. The non-LLM yardsticks
-(``always-3``, ``population-median``, ``ridge``) learn only from the *other* subjects of
-the data dir; ``readout`` is a per-person ridge on the model's own hidden states. Every
-method learns from and predicts *responses* (the item as worded); :mod:`pas.eval.run` runs them.
+LLM methods (``base``, ``few-shot``, ``description``, ``pas``...) differ only in system prompt and
+steering; every one is scored by :class:`pas.score.scorer.ItemScorer`. With
+``MethodContext.reverse_options`` each LLM method is also scored with the options listed in reverse
+(nothing refitted), in ``Prediction.reversed``. The non-LLM yardsticks (``always-3``,
+``population-median``, ``ridge``) learn only from the *other* subjects of the data dir; ``readout`` is
+a per-person ridge on the model's own hidden states (:mod:`pas.eval.yardsticks`). Every method learns
+from and predicts *responses* (the item as worded); :mod:`pas.eval.run` runs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from pas.core.data import ItemBank, Subject
+from pas.eval.context import MethodContext
+from pas.eval.yardsticks import always_3, population_median, readout, ridge
+from pas.fit.config import FitConfig, GatedConfig, PASConfig
 from pas.score.metric import Prediction, UnscorableSubject
 from pas.score.prompts import description_system, few_shot_system, template_description
-from pas.fit.readout import PointScores
 from pas.score.scorer import ItemScorer
 
+__all__ = ["DESCRIPTIONS", "METHODS", "Method", "MethodContext", "MethodFn", "always_3", "base", "description_text",
+           "dpo", "few_shot", "population_median", "readout", "ridge"]
 
-@dataclass
-class MethodContext:
-    """What a method may use: the item bank, the population (all subjects), and an LLM scorer."""
-
-    bank: ItemBank
-    population: Sequence[Subject]
-    scorer: ItemScorer | None = None
-    pas_config: object = None  # PASConfig of the constant PAS methods (default PASConfig())
-    gated_config: object = None  # GatedConfig of pas-gated (default GatedConfig())
-    vectors: dict = field(default_factory=dict)  # case -> SteeringVector, for --vector
-    dpo_settings: object = None
-    adapter_dir: str | None = None  # where the dpo method saves each subject's adapter
-    reverse_options: bool = False  # also score LLM methods with the options in reverse order
-
-    def others(self, subject: Subject) -> list[Subject]:
-        return [s for s in self.population if s.case != subject.case]
-
-
-Method = Callable[[MethodContext, Subject], Prediction]
-LLM_METHODS = ("base", "few-shot", "description", "description-vector", "description-profile", "description-poles",
-               "template-description",
-               "template-description-vector", "pas", "pas-learned", "pas+few-shot", "pas-gated", "dpo")
-YARDSTICKS = ("always-3", "population-median", "ridge", "readout")
-PAS_METHODS = ("pas", "pas-learned", "pas+few-shot", "pas-gated")  # methods that fit (or take) a steering vector
-NEEDS_MODEL = LLM_METHODS + ("readout",)
-
+MethodFn = Callable[[MethodContext, Subject], Prediction]
+SettingsFn = Callable[[MethodContext, Subject], Mapping[str, Any]]
 SystemFor = Callable[[bool], "str | None"]  # reverse_options -> system prompt
+VECTOR_KINDS = ("pas", "pas-learned", "pas-gated")  # what made a vector (its provenance's method)
+
+
+def no_settings(ctx: MethodContext, subject: Subject) -> Mapping[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method's facts, in one place.
+
+    ``run``: the method, ``(MethodContext, Subject) -> Prediction`` (the record is callable the same way).
+    ``needs_model``: it needs ``MethodContext.scorer``. ``is_llm``: its answers are the model's letters
+    (scored with reversed options too when asked). ``uses_population``: it learns from the *other*
+    subjects. ``vector_kind``: which saved vector a PAS method takes instead of fitting one (``"pas"``,
+    ``"pas-learned"``, ``"pas-gated"``; None: it takes none). ``settings``: what else a record of it
+    depends on (its fitting config, a description's digest), for :mod:`pas.eval.fingerprint`.
+    """
+
+    name: str
+    run: MethodFn
+    doc: str
+    needs_model: bool = False
+    is_llm: bool = False
+    uses_population: bool = False
+    vector_kind: str | None = None
+    settings: SettingsFn = no_settings
+
+    def __post_init__(self) -> None:
+        if self.is_llm and not self.needs_model:
+            raise ValueError(f"method {self.name}: an LLM method needs a model")
+        if self.vector_kind not in (None, *VECTOR_KINDS):
+            raise ValueError(f"method {self.name}: vector_kind must be one of {VECTOR_KINDS} or None")
+
+    @property
+    def takes_vector(self) -> bool:
+        """It fits (or, with ``--vector``, takes) a steering vector: the PAS methods."""
+        return self.vector_kind is not None
+
+    def __call__(self, ctx: MethodContext, subject: Subject) -> Prediction:
+        return self.run(ctx, subject)
 
 
 def _no_system(reverse: bool) -> None:
@@ -105,55 +126,65 @@ def description_text(bank: ItemBank, subject: Subject, source: str = "papi") -> 
     return description_system(subject.description)
 
 
-def _description(source: str) -> Method:
+def _description_settings(source: str) -> SettingsFn:
+    """PAPI's prose is data of its own (a template description follows from the answers, already fingerprinted)."""
+    def settings(ctx: MethodContext, subject: Subject) -> Mapping[str, Any]:
+        from pas.eval.fingerprint import digest
+
+        return {"description": digest(subject.description)} if source == "papi" else {}
+
+    return settings
+
+
+def _description(source: str) -> MethodFn:
     def method(ctx: MethodContext, subject: Subject) -> Prediction:
         text = description_text(ctx.bank, subject, source)
         return _llm(ctx, lambda reverse: text)
 
-    method.__doc__ = f"System prompt with the subject's {_DESCRIBED[source]}."
     return method
 
 
-def _description_vector(source: str, construction: str = "contrast") -> Method:
+def _description_vector(source: str, construction: str = "contrast") -> MethodFn:
     def method(ctx: MethodContext, subject: Subject) -> Prediction:
         import time
 
-        from pas.space.persona import context_tokens, persona_vector
+        from pas.space.persona import context_tokens, fit_persona
 
         text = description_text(ctx.bank, subject, source)
         if ctx.scorer is None:
             raise ValueError("this method needs a model")
         t0 = time.perf_counter()
-        vector = persona_vector(ctx.scorer, text, construction=construction, name=subject.case)
+        vector, facts = fit_persona(ctx.scorer, text, construction=construction, name=subject.case)
         fit_seconds = time.perf_counter() - t0
         pred = _llm(ctx, _no_system, vector)
         pred.fit_seconds = fit_seconds
         pred.info.update({"prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text), "construction": construction,
-                          **({"distil_strength": vector.config["strength"]} if "strength" in vector.config else {}),
-                          **({"coefficients": vector.config["coefficients"]} if "coefficients" in vector.config else {})})
+                          **({"distil_strength": facts.strength} if facts.strength is not None else {}),
+                          **({"coefficients": facts.coefficients} if facts.coefficients else {})})
         return pred
 
-    method.__doc__ = (f"The subject's {_DESCRIBED[source]} distilled into a vector (:mod:`pas.space.persona`, the "
-                      f"{construction!r} construction), no prompt at scoring.")
     return method
 
 
-_DESCRIBED = {"papi": "prose personality description (PAPI's)",
-              "template": "description written by a fixed template from their known answers"}
+ConfigFor = Callable[[MethodContext], FitConfig]
 
 
-def _pas(variant: str) -> Method:
+def _constant(learn: bool, few_shot: bool) -> ConfigFor:
+    """The constant-PAS config a variant fits with: the context's PASConfig with ``learn`` and ``few_shot`` set."""
+    return lambda ctx: dataclasses.replace(ctx.pas_config or PASConfig(), learn=learn, few_shot=few_shot)
+
+
+def _gated(ctx: MethodContext) -> FitConfig:
+    return ctx.gated_config or GatedConfig()
+
+
+def _pas(config_for: ConfigFor) -> MethodFn:
     def method(ctx: MethodContext, subject: Subject) -> Prediction:
-        import dataclasses
-
         from pas.fit.align import fit_subject
-        from pas.fit.config import GatedConfig, PASConfig
 
-        if variant == "pas-gated":
-            config = ctx.gated_config or GatedConfig()
-        else:
-            config = dataclasses.replace(ctx.pas_config or PASConfig(), learn=variant == "pas-learned",
-                                         few_shot=variant.endswith("+few-shot"))
+        if ctx.scorer is None:
+            raise ValueError("this method needs a model")
+        config = config_for(ctx)
         vector, report = ctx.vectors.get(subject.case), None
         if vector is None:
             vector, report = fit_subject(ctx.scorer.model, subject, config, tokenizer=ctx.scorer.tokenizer,
@@ -167,22 +198,30 @@ def _pas(variant: str) -> Method:
             pred.info["vector"] = "given"
         return pred
 
-    method.__doc__ = _PAS_DOCS[variant]
     return method
 
 
-_PAS_DOCS = {
-    "pas": "PAS as in the paper: top-K head directions, strength searched on the known answers.",
-    "pas-learned": "PAS, then per-head offsets learned on the known answers (early-stopped on validation items).",
-    "pas+few-shot": "PAS (searched strength) with the known answers also in the system prompt, as the paper combines them.",
-    "pas-gated": "Gated per-head offsets that follow each statement (a readout of the heads as gates); see pas.fit.gated.",
-}
+def _fit_settings(key: str, config_for: ConfigFor) -> SettingsFn:
+    """A PAS record depends on the config it fitted with; given a vector it fits nothing (the vector's digest
+    is in the fingerprint instead)."""
+    def settings(ctx: MethodContext, subject: Subject) -> Mapping[str, Any]:
+        return {} if subject.case in ctx.vectors else {key: dataclasses.asdict(config_for(ctx))}
+
+    return settings
+
+
+def _dpo_settings(ctx: MethodContext, subject: Subject) -> Mapping[str, Any]:
+    from pas.eval.dpo import DPOSettings
+
+    return {"dpo_settings": dataclasses.asdict(ctx.dpo_settings or DPOSettings())}
 
 
 def dpo(ctx: MethodContext, subject: Subject) -> Prediction:
     """DPO fine-tuning (LoRA) on the known answers; see :mod:`pas.eval.dpo`."""
     from pas.eval.dpo import save_adapter, train_dpo
 
+    if ctx.scorer is None:
+        raise ValueError("this method needs a model")
     result = train_dpo(ctx.scorer.model, ctx.scorer.tokenizer, ctx.bank, subject, ctx.dpo_settings,
                        scorer=ctx.scorer)
     if ctx.adapter_dir is not None:
@@ -193,89 +232,57 @@ def dpo(ctx: MethodContext, subject: Subject) -> Prediction:
     return pred
 
 
-def _point(ids: Sequence[int], values: np.ndarray) -> Prediction:
-    s = PointScores.of(values)
-    return Prediction(tuple(ids), s.answers, s.expected)
+def _first_line(fn: Callable) -> str:
+    return (fn.__doc__ or "").strip().splitlines()[0]
 
 
-def always_3(ctx: MethodContext, subject: Subject) -> Prediction:
-    """Answer "Neither Accurate Nor Inaccurate" to everything."""
-    return _point(ctx.bank.test_ids, np.full(len(ctx.bank.test_ids), 3.0))
+def _llm_method(name: str, run: MethodFn, doc: str | None = None, **facts: Any) -> Method:
+    return Method(name, run, doc or _first_line(run), needs_model=True, is_llm=True, **facts)
 
 
-def population_median(ctx: MethodContext, subject: Subject) -> Prediction:
-    """Each item's median response among the other subjects (missing answers excluded).
-
-    A half-way median rounds half to even, which is symmetric about 3: the same errors
-    whether medians are taken of responses or of keyed scores.
-    """
-    others = ctx.others(subject)
-    med = [np.median([s.responses[i] for s in others if i in s.responses] or [3]) for i in ctx.bank.test_ids]
-    return _point(ctx.bank.test_ids, np.asarray(med, dtype=np.float64))
+def _pas_method(name: str, config_for: ConfigFor, doc: str, vector_kind: str, key: str = "pas_config") -> Method:
+    return _llm_method(name, _pas(config_for), doc, vector_kind=vector_kind, settings=_fit_settings(key, config_for))
 
 
-def ridge(ctx: MethodContext, subject: Subject) -> Prediction:
-    """Ridge regression from the 120 known responses to each test response, fitted on the other subjects.
-
-    Missing inputs are filled with the item's mean over the other subjects; for each test
-    item only subjects who answered it are training targets. Regularisation by RidgeCV.
-    """
-    from sklearn.linear_model import RidgeCV
-
-    others = ctx.others(subject)
-    train, test = ctx.bank.train_ids, ctx.bank.test_ids
-    x = np.array([[s.responses.get(i, np.nan) for i in train] for s in others], dtype=np.float64)
-    means = np.nanmean(x, axis=0)
-    x = np.where(np.isnan(x), means, x)
-    xq = np.array([[subject.responses.get(i, means[n]) for n, i in enumerate(train)]], dtype=np.float64)
-    preds = []
-    for item in test:
-        rows = [n for n, s in enumerate(others) if item in s.responses]
-        y = np.array([others[n].responses[item] for n in rows], dtype=np.float64)
-        model = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(x[rows], y)
-        preds.append(float(model.predict(xq)[0]))
-    return _point(test, np.asarray(preds))
+_PAPI_PROSE = "prose personality description (PAPI's)"
+_TEMPLATE_PROSE = "description written by a fixed template from their known answers"
 
 
-def readout(ctx: MethodContext, subject: Subject) -> Prediction:
-    """Per-person ridge on the model's residual stream at the answer position; layer and strength by CV on known items.
-
-    No steering: the ceiling a content-following steering method on this model should approach.
-    """
-    from pas.fit.activations import answer_states
-    from pas.fit.readout import fit_readout, readout_layers
-
-    if ctx.scorer is None:
-        raise ValueError("the readout yardstick needs a model")
-    bank = ctx.bank
-    known = subject.responses_to(bank.train_ids)
-    ids = sorted(known)
-    states = answer_states(ctx.scorer, bank.train_ids + bank.test_ids)
-    train, test = states.rows(ids), states.rows(bank.test_ids)
-    layers = readout_layers(states.residual.shape[1] - 1)
-    fit = fit_readout({layer: train.residual[:, layer].numpy() for layer in layers},
-                      np.array([known[i] for i in ids], dtype=np.float64), bank, subject, ids)
-    pred = _point(bank.test_ids, fit.predict(test.residual[:, fit.key].numpy()))
-    pred.info.update({"layer": int(fit.key), "ridge_alpha": fit.alpha, "cv_composite": fit.cv.composite})
-    return pred
+def _vector_doc(described: str, construction: str) -> str:
+    return (f"The subject's {described} distilled into a vector (:mod:`pas.space.persona`, the {construction!r} "
+            f"construction), no prompt at scoring.")
 
 
-METHODS: dict[str, Method] = {
-    "base": base,
-    "few-shot": few_shot,
-    "description": _description("papi"),
-    "description-vector": _description_vector("papi"),
-    "description-profile": _description_vector("papi", "profile"),
-    "description-poles": _description_vector("papi", "poles"),
-    "template-description": _description("template"),
-    "template-description-vector": _description_vector("template"),
-    "pas": _pas("pas"),
-    "pas-learned": _pas("pas-learned"),
-    "pas+few-shot": _pas("pas+few-shot"),
-    "pas-gated": _pas("pas-gated"),
-    "dpo": dpo,
-    "always-3": always_3,
-    "population-median": population_median,
-    "ridge": ridge,
-    "readout": readout,
-}
+_REGISTRY = (
+    _llm_method("base", base),
+    _llm_method("few-shot", few_shot),
+    _llm_method("description", _description("papi"), f"System prompt with the subject's {_PAPI_PROSE}.",
+                settings=_description_settings("papi")),
+    _llm_method("description-vector", _description_vector("papi"), _vector_doc(_PAPI_PROSE, "contrast"),
+                settings=_description_settings("papi")),
+    _llm_method("description-profile", _description_vector("papi", "profile"), _vector_doc(_PAPI_PROSE, "profile"),
+                settings=_description_settings("papi")),
+    _llm_method("description-poles", _description_vector("papi", "poles"), _vector_doc(_PAPI_PROSE, "poles"),
+                settings=_description_settings("papi")),
+    _llm_method("template-description", _description("template"),
+                f"System prompt with the subject's {_TEMPLATE_PROSE}."),
+    _llm_method("template-description-vector", _description_vector("template"),
+                _vector_doc(_TEMPLATE_PROSE, "contrast")),
+    _pas_method("pas", _constant(learn=False, few_shot=False), vector_kind="pas",
+                doc="PAS as in the paper: top-K head directions, strength searched on the known answers."),
+    _pas_method("pas-learned", _constant(learn=True, few_shot=False), vector_kind="pas-learned",
+                doc="PAS, then per-head offsets learned on the known answers (early-stopped on validation items)."),
+    _pas_method("pas+few-shot", _constant(learn=False, few_shot=True), vector_kind="pas",
+                doc="PAS (searched strength) with the known answers also in the system prompt, as the paper "
+                    "combines them."),
+    _pas_method("pas-gated", _gated, vector_kind="pas-gated", key="gated_config",
+                doc="Gated per-head offsets that follow each statement (a readout of the heads as gates); "
+                    "see pas.fit.gated."),
+    _llm_method("dpo", dpo, settings=_dpo_settings),
+    Method("always-3", always_3, _first_line(always_3)),
+    Method("population-median", population_median, _first_line(population_median), uses_population=True),
+    Method("ridge", ridge, _first_line(ridge), uses_population=True),
+    Method("readout", readout, _first_line(readout), needs_model=True),
+)
+METHODS: dict[str, Method] = {m.name: m for m in _REGISTRY}
+"""Every method by name, in the order ``pas eval --help`` lists them."""
