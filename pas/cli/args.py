@@ -1,15 +1,27 @@
-"""Arguments shared by the ``pas`` commands: data, model, threads, fit settings, steering source."""
+"""Arguments shared by the ``pas`` commands: data, model, threads, fit settings, steering source.
+
+A bad flag value or combination raises :class:`UsageError`; ``pas`` prints it as
+``pas <cmd>: error: <message>`` and exits 2 (:func:`pas.cli.main.main`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pas.core.data import PapiData, Subject, select_subjects
 from pas.fit.config import KINDS, FitConfig, GatedConfig, PASConfig, field_docs
 from pas.space.spec import SteeringSpec, read_cases
+
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")
+
+
+class UsageError(ValueError):
+    """A bad flag value, flag combination or input file: exit status 2, message prefixed ``pas <cmd>: error:``."""
 
 
 def add_data_args(p: argparse.ArgumentParser, subjects: bool = True) -> None:
@@ -34,7 +46,13 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _boolean(text: str) -> bool:
-    return text.lower() in ("1", "true", "yes")
+    """true/false, yes/no or 1/0 in any case; any other word is an error naming the flag (argparse adds it)."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, yes/no or 1/0, got {text!r}")
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
@@ -72,7 +90,7 @@ def fit_config(args: argparse.Namespace, kind: str | None = None) -> FitConfig:
     stray = [n for n in other if getattr(args, n, None) is not None]
     if stray:
         flags = ", ".join("--" + n.replace("_", "-") for n in stray)
-        raise SystemExit(f"{flags} do not apply to --kind {kind}")
+        raise UsageError(f"{flags} do not apply to --kind {kind}")
     return config_from(args, config)
 
 
@@ -83,11 +101,17 @@ def config_from(args: argparse.Namespace, config: type) -> FitConfig:
 
 
 def subjects(args: argparse.Namespace, data: PapiData) -> list[Subject]:
-    """The subjects ``--subject`` / ``--first`` name."""
+    """The subjects ``--subject`` / ``--first`` name; a repeated ``--subject`` counts once (with a note)."""
     if not args.subject and args.first is None:
-        raise SystemExit("name subjects with --subject CASE (repeatable) or --first N")
+        raise UsageError("name subjects with --subject CASE (repeatable) or --first N")
     if args.subject and args.first is not None:
-        raise SystemExit("give --subject or --first, not both")
+        raise UsageError("give --subject or --first, not both")
+    unique = list(dict.fromkeys(args.subject))
+    if len(unique) < len(args.subject):
+        repeated = [c for c in unique if args.subject.count(c) > 1]
+        print(f"note: --subject {', '.join(repeated)} given more than once; each subject is scored once "
+              f"({len(unique)} subject{'s' if len(unique) > 1 else ''})", file=sys.stderr)
+        args.subject = unique
     chosen = select_subjects(data.subjects, args.subject, args.first)
     if args.first is not None and args.first > len(data.subjects):
         print(f"note: --first {args.first} is more than the {len(data.subjects)} subjects of {data.root}; "
@@ -109,24 +133,89 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", metavar="TEXT", help="a system prompt instead of steering (e.g. a persona)")
 
 
+EMPTY_HINTS = {  # what to give instead of an empty value: an empty source never means "unsteered"
+    "vector": "give a .safetensors file (pas align --out), or leave --vector out to run unsteered",
+    "trait": "give a pole: O+ O- C+ C- E+ E- A+ A- N+ N-",
+    "type": "give an MBTI type such as INFP",
+    "cases": "give a file of subject ids, one per line",
+    "persona": "give the persona's text",
+    "system": "give the system prompt's text, or leave --system out",
+}
+
+
 def steering_spec(args: argparse.Namespace) -> SteeringSpec:
-    """The steering source the flags name, checked before any model work (``--system`` is not a vector)."""
+    """The steering source the flags name, checked before any model work (``--system`` is not a vector).
+
+    An empty value (``--vector ""``) is an error naming the flag, never a silent unsteered run.
+    """
+    for n in (*SOURCE_FLAGS, "system"):
+        value = getattr(args, n, None)
+        if value is not None and not str(value).strip():
+            raise UsageError(f"--{n} is empty: {EMPTY_HINTS[n]}")
     given = [f"--{n}" for n in (*SOURCE_FLAGS, "system") if getattr(args, n, None) is not None]
     if len(given) > 1:
-        raise SystemExit(f"give one of {', '.join(given)}, not several")
-    if getattr(args, "strength", None) is not None and not any(getattr(args, n, None) for n in SOURCE_FLAGS):
-        raise SystemExit("--strength needs --vector, --trait, --type, --cases or --persona")
+        raise UsageError(f"give one of {', '.join(given)}, not several")
+    if getattr(args, "strength", None) is not None and not any(getattr(args, n, None) is not None
+                                                                for n in SOURCE_FLAGS):
+        raise UsageError("--strength needs --vector, --trait, --type, --cases or --persona")
     cases: tuple[str, ...] | None = None
-    if getattr(args, "persona", None) is not None and not args.persona.strip():
-        raise SystemExit("--persona is empty: give the persona's text")
     try:
         if getattr(args, "cases", None) is not None:
-            if not Path(args.cases).is_file():
-                raise SystemExit(f"--cases {args.cases}: no such file (one subject id per line)")
+            read_text_arg(args.cases, "--cases", "subject ids, one per line")  # a clear message for a bad file
             cases = read_cases(args.cases)
         return SteeringSpec(vector=args.vector, trait=args.trait, type=args.type, cases=cases, persona=args.persona)
     except (ValueError, OSError) as e:
-        raise SystemExit(str(e)) from None
+        raise UsageError(str(e)) from None
+
+
+def read_text_arg(path: str, flag: str, holds: str) -> str:
+    """The text of the file ``flag`` names; a missing file, a folder or a file that is not UTF-8 is a
+    :class:`UsageError` naming the flag and the fix (``holds``: what the file should hold)."""
+    p = Path(path).expanduser()
+    fix = f"give the path of a UTF-8 text file holding {holds}"
+    if not p.exists():
+        raise UsageError(f"{flag} {path}: no such file; {fix}")
+    if p.is_dir():
+        raise UsageError(f"{flag} {path} is a directory, not a file; {fix}")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot read it ({e.strerror or e}); {fix}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{flag} {path} is not UTF-8 text (byte 0x{data[e.start:e.start + 1].hex()} at offset {e.start}); save it "
+                         f"as UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > {p.stem}.utf8{p.suffix}) and pass "
+                         f"that file") from None
+
+
+def writable_out(path: str | Path, overwrite: bool, flag: str = "--out") -> Path:
+    """:func:`pas.steer.vector.check_writable` in the command line's words (``--overwrite``); creates the
+    missing folders, so call it inside :func:`created_dirs`."""
+    from pas.steer.vector import check_writable
+
+    try:
+        return check_writable(path, overwrite=overwrite)
+    except FileExistsError:
+        raise UsageError(f"{flag} {path} exists; pass --overwrite to replace it") from None
+
+
+@contextmanager
+def created_dirs(path: str | Path, *, is_dir: bool = False) -> Iterator[None]:
+    """Folders made for ``path`` (a file, or with ``is_dir`` a folder) inside the block are removed again if the
+    block fails: only folders that did not exist before it, and only those left empty, deepest first."""
+    folder = Path(path).expanduser().absolute()
+    folder = folder if is_dir else folder.parent
+    new = [d for d in (folder, *folder.parents) if not d.exists()]
+    try:
+        yield
+    except BaseException:
+        for d in new:
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # not empty (or gone): keep it
+        raise
 
 
 def apply_threads(threads: int | None) -> None:
@@ -134,7 +223,7 @@ def apply_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {threads}")
+        raise UsageError(f"--threads must be >= 1, got {threads}")
     import torch
 
     torch.set_num_threads(threads)

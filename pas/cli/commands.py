@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from pas.cli.args import (add_data_args, add_fit_args, add_model_args, add_source_args, add_threads_arg, fit_config,
-                          steering_spec)
+from pas.cli.args import (UsageError, add_data_args, add_fit_args, add_model_args, add_source_args, add_threads_arg,
+                          created_dirs, fit_config, read_text_arg, steering_spec, writable_out)
 from pas.space.persona import CONSTRUCTIONS
 from pas.space.poles import POLE_SOURCES
 from pas.space.spec import SteeringSpec
@@ -99,6 +99,37 @@ def _add_persona(sub) -> None:
     p.set_defaults(func=cmd_persona)
 
 
+def _interactive() -> bool:
+    """Progress bars only on a terminal: in a log file they are a wall of carriage returns."""
+    return sys.stderr.isatty()
+
+
+def _check_system_fits(scorer, text: str, what: str) -> None:
+    """A system prompt that goes into the questionnaire prompts (a persona, ``--system``) must leave room for the
+    longest of them; counted before any scoring."""
+    from pas.steer.chat import check_fits, count_tokens
+
+    margin = max(count_tokens(scorer.tokenizer, t) for t in scorer.texts(sorted(scorer.bank.by_id)))
+    check_fits(scorer.tokenizer, scorer.model, text, reserve=margin, what=what,
+               reserve_for="the longest questionnaire prompt around it")
+
+
+def _check_chat_fits(args: argparse.Namespace, model, tok) -> None:
+    """``--system`` and ``--prompt`` with room for ``--max-new-tokens``, counted before any other work."""
+    from pas.steer.chat import check_fits
+
+    system, prompt = getattr(args, "system", None), args.prompt
+    given = {flag: len(text) for flag, text in (("--system", system), ("--prompt", prompt)) if text}
+    if not given:
+        return
+    messages = ([{"role": "system", "content": system}] if system else []) + (
+        [{"role": "user", "content": prompt}] if prompt else [])
+    longest = max(given, key=given.__getitem__)  # named alone when it is nearly all of the text
+    what = longest if given[longest] >= 0.9 * sum(given.values()) else "--system and --prompt together"
+    check_fits(tok, model, messages, reserve=args.max_new_tokens, what=what,
+               reserve_for=f"the reply (--max-new-tokens {args.max_new_tokens})")
+
+
 def _steering(args: argparse.Namespace, spec: SteeringSpec, model, tok, scorer=None, data=None):
     """``(vector, system prompt)`` the flags name; a built vector loads the data dir for its item bank."""
     from pas.space.spec import vector_from_spec
@@ -111,6 +142,8 @@ def _steering(args: argparse.Namespace, spec: SteeringSpec, model, tok, scorer=N
 
         data = data or load_papi(args.data_dir, encoding=args.encoding)
         scorer = scorer or ItemScorer(model, tok, data.bank)
+        if spec.persona is not None:  # the persona goes into the questionnaire prompts as their system prompt
+            _check_system_fits(scorer, spec.persona, "--persona")
     group = f"group of {len(spec.cases)} ({Path(args.cases).name})" if spec.cases else None
     vector = vector_from_spec(spec, model, scorer, data.subjects if data else (),
                               allow_other_weights=args.allow_other_weights, group_name=group)
@@ -122,17 +155,22 @@ def cmd_align(args: argparse.Namespace) -> int:
     from pas.core.data import load_papi, select_subjects
     from pas.core.models import load_model
     from pas.score.scorer import ItemScorer
-    from pas.steer.vector import check_writable
 
-    out = check_writable(args.out, overwrite=args.overwrite)  # before any model work
+    config = fit_config(args)
     data = load_papi(args.data_dir, encoding=args.encoding)
-    (subject,) = select_subjects(data.subjects, [args.subject])
-    model, tok = load_model(args.model, dtype=args.dtype)
-    t = time.perf_counter()
-    vector, report = fit_subject(model, subject, fit_config(args), tokenizer=tok, bank=data.bank,
-                                 scorer=ItemScorer(model, tok, data.bank), progress=True)
-    path = vector.save(out, overwrite=args.overwrite)
-    how = (f"gated layer {report.gated['layer']}, gain {report.gated['gain']:g}, shift {report.gated['shift']:g}"
+    (subject,) = select_subjects(data.subjects, [args.subject])  # an unknown subject creates no --out folders
+    with created_dirs(args.out):  # a failure from here on removes the folders made for --out
+        out = writable_out(args.out, args.overwrite)  # before any model work
+        model, tok = load_model(args.model, dtype=args.dtype)
+        t = time.perf_counter()
+        progress = _interactive()
+        if not progress:
+            print(f"pas align: fitting subject {subject.case} ({type(config).__name__}); this takes minutes on a CPU "
+                  f"(progress bars show when stderr is a terminal)", file=sys.stderr, flush=True)
+        vector, report = fit_subject(model, subject, config, tokenizer=tok, bank=data.bank,
+                                     scorer=ItemScorer(model, tok, data.bank), progress=progress)
+        path = vector.save(out, overwrite=args.overwrite)
+    how = (f"gated layer {report.gated.layer}, gain {report.gated.gain:g}, shift {report.gated.shift:g}"
            if report.gated else f"alpha {report.alpha:.3g}, learned best step {report.best_step}")
     print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s ({how}, heads {len(vector.heads)})")
     return 0
@@ -145,7 +183,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     strength = None if args.strength is None else check_strength(args.strength)  # before any model work
     spec = steering_spec(args)
+    if args.prompt is not None and not args.prompt.strip():
+        raise UsageError("--prompt is empty: give a message, or leave --prompt out to chat interactively")
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     model, tok = load_model(args.model, dtype=args.dtype)
+    _check_chat_fits(args, model, tok)  # before building a vector or measuring its strength
     if args.adapter:
         from pas.eval.dpo import load_adapter
 
@@ -178,7 +221,10 @@ def cmd_assess(args: argparse.Namespace) -> int:
     strength = None if args.strength is None else check_strength(args.strength)
     data = load_papi(args.data_dir, encoding=args.encoding)
     model, tok = load_model(args.model, dtype=args.dtype)
-    scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill), progress=not args.json)
+    scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill),
+                        progress=not args.json and _interactive())
+    if args.system:
+        _check_system_fits(scorer, args.system, "--system")
     vector, system = _steering(args, spec, model, tok, scorer, data)
     if vector is not None and strength is not None:
         vector = vector * strength
@@ -212,24 +258,26 @@ def cmd_traits(args: argparse.Namespace) -> int:
     from pas.core.data import load_papi
     from pas.core.models import load_model
     from pas.score.scorer import ItemScorer
-    from pas.steer.vector import check_writable
     from pas.space.poles import POLES, TYPES, pole_vectors, type_vector
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise SystemExit(f"--out {out} is a file, not a directory")
+        raise UsageError(f"--out {out} is a file, not a directory; give a folder for the vector files")
     names = list(POLES) + (list(TYPES) if args.types else [])
-    paths = {n: check_writable(out / f"{n}.safetensors", overwrite=args.overwrite) for n in names}  # before work
     data = load_papi(args.data_dir, encoding=args.encoding)
-    model, tok = load_model(args.model, dtype=args.dtype)
-    t = time.perf_counter()
-    poles = pole_vectors(ItemScorer(model, tok, data.bank), source=args.source, people=data.subjects)
-    built = dict(poles)
-    if args.types:
-        built.update({m: type_vector(None, m, poles) for m in TYPES})
-    seconds = time.perf_counter() - t
-    for n in names:
-        built[n].save(paths[n], overwrite=args.overwrite)
+    with created_dirs(out, is_dir=True):  # a failure from here on removes the folders made for --out
+        paths = {n: writable_out(out / f"{n}.safetensors", args.overwrite) for n in names}  # before any model work
+        model, tok = load_model(args.model, dtype=args.dtype)
+        t = time.perf_counter()
+        print(f"pas traits: building {len(names)} vectors from {args.source}", file=sys.stderr, flush=True)
+        poles = pole_vectors(ItemScorer(model, tok, data.bank, progress=_interactive()), source=args.source,
+                             people=data.subjects)
+        built = dict(poles)
+        if args.types:
+            built.update({m: type_vector(None, m, poles) for m in TYPES})
+        seconds = time.perf_counter() - t
+        for n in names:
+            built[n].save(paths[n], overwrite=args.overwrite)
     source = ("the short-form statements" if args.source == "statements"
               else f"the short-form answers of {len(data.subjects)} people (top vs bottom quartile)")
     print(f"{len(names)} vectors ({', '.join(names)}) built in {seconds:.1f} s from {source}; saved under {out}")
@@ -239,13 +287,14 @@ def cmd_traits(args: argparse.Namespace) -> int:
 def cmd_persona(args: argparse.Namespace) -> int:
     from pas.core.data import load_papi
     from pas.core.models import load_model
-    from pas.space.persona import context_tokens, persona_vector
+    from pas.space.persona import context_tokens, fit_persona
     from pas.score.scorer import ItemScorer
-    from pas.steer.vector import check_writable
 
     if sum(bool(x) for x in (args.text, args.file, args.describe)) != 1:
-        raise SystemExit("give the persona's text, or --file FILE, or --describe CASE (one of them)")
-    out = check_writable(args.out, overwrite=args.overwrite)  # before any model work
+        raise UsageError("give the persona's text, or --file FILE, or --describe CASE (one of them)")
+    text = read_text_arg(args.file, "--file", "the persona") if args.file else args.text
+    if text is not None and not text.strip():
+        raise UsageError(f"the persona's text is empty{f' (--file {args.file})' if args.file else ''}")
     data = load_papi(args.data_dir, encoding=args.encoding)
     if args.describe:
         from pas.core.data import select_subjects
@@ -253,18 +302,21 @@ def cmd_persona(args: argparse.Namespace) -> int:
 
         text = description_text(data.bank, select_subjects(data.subjects, [args.describe])[0], "template")
         print(text)
-    else:
-        text = Path(args.file).read_text() if args.file else args.text
-    if not text or not text.strip():
-        raise SystemExit("the persona's text is empty")
-    model, tok = load_model(args.model, dtype=args.dtype)
-    t = time.perf_counter()
-    vector = persona_vector(ItemScorer(model, tok, data.bank), text, construction=args.construction)
-    path = vector.save(out, overwrite=args.overwrite)
+    with created_dirs(args.out):  # a failure from here on removes the folders made for --out
+        out = writable_out(args.out, args.overwrite)  # before any model work
+        model, tok = load_model(args.model, dtype=args.dtype)
+        scorer = ItemScorer(model, tok, data.bank, progress=_interactive())
+        _check_system_fits(scorer, text, "--file" if args.file else f"the description of {args.describe}"
+                           if args.describe else "the persona's text")
+        t = time.perf_counter()
+        print(f"pas persona: distilling the persona ({args.construction}) on the short-form questionnaire prompts",
+              file=sys.stderr, flush=True)
+        vector, facts = fit_persona(scorer, text, construction=args.construction)
+        path = vector.save(out, overwrite=args.overwrite)
     print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s ({args.construction}"
-          + (f", strength {vector.config['strength']:g}" if "strength" in vector.config else "")
+          + (f", strength {facts.strength:g}" if facts.strength is not None else "")
           + f"); as a system prompt it would cost {context_tokens(tok, text)} tokens per call")
-    if vector.config.get("strength") == 0:
+    if facts.strength == 0:
         print("note: with this persona as system prompt the model answers the questionnaire prompts as it does "
               "without it, so there is nothing to distil: the vector is zero", file=sys.stderr)
     return 0

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import shlex
 import sys
 from pathlib import Path
 
 from pas.cli.args import add_data_args, add_fit_args, add_model_args, add_threads_arg, config_from, subjects
-from pas.eval.methods import METHODS, PAS_METHODS
+from pas.eval.methods import METHODS
 from pas.fit.config import GatedConfig, PASConfig
+
+TABLES = ("compact", "wide")
+INTERRUPTED = 130  # the shell's exit status for Ctrl-C
 
 
 def add_parser(sub) -> None:
@@ -21,7 +26,11 @@ def add_parser(sub) -> None:
                    help="saved steering vector per subject, used instead of fitting one (pas methods)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per method (per subject: scores and per-item answers) instead of a table")
-    p.add_argument("--out", help="keep per-subject records in this folder and resume from it")
+    p.add_argument("--table", choices=TABLES,
+                   help="the printed table: compact (default: composite, Δ vs always-3, fit seconds) or wide "
+                        "(domains, paired p-values, published-way composite, seconds, memory)")
+    p.add_argument("--out", help="keep per-subject records in this folder and resume from it (with the wide table "
+                                 "in results.md)")
     p.add_argument("--reverse-options", action="store_true",
                    help="also score every LLM method with the options listed in reverse (A = Very Inaccurate), "
                         "nothing refitted: a letter bias flips, a personality does not")
@@ -31,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--adapter-dir", help="dpo: save each subject's adapter under this folder")
     add_fit_args(p)
     add_threads_arg(p)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=functools.partial(cmd_eval, parser=p))
 
 
 def load_vectors(args: argparse.Namespace, chosen) -> dict:
@@ -40,37 +49,90 @@ def load_vectors(args: argparse.Namespace, chosen) -> dict:
 
     if not args.vector:
         return {}
-    others = [m for m in args.method if m not in PAS_METHODS]
+    takers = [name for name, m in METHODS.items() if m.takes_vector]
+    others = [m for m in args.method if not METHODS[m].takes_vector]
     if others:
-        raise SystemExit(f"--vector is used only by {', '.join(PAS_METHODS)}; it would be ignored by {others}")
+        raise SystemExit(f"--vector is used only by {', '.join(takers)}; it would be ignored by {others}")
     if len(args.vector) != len(chosen):
         raise SystemExit(f"{len(args.vector)} --vector files for {len(chosen)} subjects; give one per subject")
+    folders = [p for p in args.vector if Path(p).is_dir()]
+    if folders:
+        raise ValueError(f"--vector {folders[0]} is a folder; give a vector file (.safetensors)")
     vectors = {s.case: SteeringVector.load(p) for s, p in zip(chosen, args.vector)}  # checked on the model at use
     for s, path in zip(chosen, args.vector):
         v = vectors[s.case]
+        made_by = v.provenance.method  # None: made by arithmetic or by hand
+        wrong = [m for m in args.method if METHODS[m].vector_kind != made_by]
+        if made_by is not None and wrong:
+            fix = f": use --method {made_by}" if made_by in takers else ""
+            raise SystemExit(f"{path} was made by {made_by} (kind={v.kind}); scoring it as {wrong} would "
+                             f"mislabel it{fix}")
         if v.subject not in (None, s.case):
             raise SystemExit(f"{path}: vector for subject {v.subject} given for subject {s.case}")
-        kind = "pas-gated" if v.kind == "gated" else "pas-learned" if v.config.get("learn") else "pas"
-        wrong = [m for m in args.method if m.replace("+few-shot", "") != kind]
-        if v.config and wrong:
-            raise SystemExit(f"{path} was made by {kind} (kind={v.kind}, learn={v.config.get('learn')}); "
-                             f"scoring it as {wrong} would mislabel it: use --method {kind}")
     return vectors
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from pas.core.data import load_papi
-    from pas.eval.dpo import DPOSettings
-    from pas.eval.methods import NEEDS_MODEL, MethodContext
-    from pas.eval.report import dumps, markdown_table, summarize, summarize_method
-    from pas.eval.run import run_methods, run_settings
+def command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The ``pas eval`` command that gives ``args`` (flags left at their defaults left out), shell-quoted."""
+    words = ["pas", "eval"]
+    for dest, value in vars(args).items():
+        if dest in ("func", "command") or value is None or value == parser.get_default(dest):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if value is True and parser.get_default(dest) is False:  # a switch
+            words.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                words += [flag, str(v)]
+        else:
+            text = (str(value).lower() if isinstance(value, bool)
+                    else ",".join(map(str, value)) if isinstance(value, tuple) else str(value))
+            words += [flag, text]
+    return shlex.join(words)
 
+
+def _interrupted(args: argparse.Namespace, parser: argparse.ArgumentParser | None) -> int:
+    """One line for Ctrl-C: what was kept, and the command that resumes."""
+    if not args.out:
+        print("pas eval: interrupted; nothing was kept (no --out): run with --out DIR to keep each record as it "
+              "finishes and resume from it", file=sys.stderr)
+        return INTERRUPTED
+    from pas.eval.run import RECORDS_DIR
+
+    folder = Path(args.out) / RECORDS_DIR
+    kept = sum(len(list((folder / m).glob("*.json"))) for m in dict.fromkeys(args.method))
+    again = command_line(args, parser) if parser is not None else "the same command"
+    print(f"pas eval: interrupted; {kept} record(s) of {', '.join(dict.fromkeys(args.method))} kept in {folder}; "
+          f"resume with: {again}", file=sys.stderr)
+    return INTERRUPTED
+
+
+def cmd_eval(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     unknown = [m for m in args.method if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if args.kind is not None:
         raise SystemExit("--kind does not apply to pas eval: the method names the kind (pas, pas-learned: constant; "
                          "pas-gated: gated)")
+    if args.json and args.table is not None:
+        raise ValueError("--table chooses the printed table; --json prints every column as JSON instead: give one")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder")
+    try:
+        return _evaluate(args)
+    except KeyboardInterrupt:
+        return _interrupted(args, parser)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pas.core.data import load_papi
+    from pas.eval.dpo import DPOSettings
+    from pas.eval.fingerprint import file_digest
+    from pas.eval.methods import MethodContext
+    from pas.eval.record import RunRecord
+    from pas.eval.report import compact_table, dumps, markdown_table, summarize, summarize_method
+    from pas.eval.run import run_methods, run_settings
+
     data = load_papi(args.data_dir, encoding=args.encoding)
     chosen = subjects(args, data)
     pas_config, gated_config = config_from(args, PASConfig), config_from(args, GatedConfig)  # each method uses its own
@@ -78,7 +140,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         dpo_settings=DPOSettings(epochs=args.dpo_epochs, lr=args.dpo_lr), adapter_dir=args.adapter_dir,
                         reverse_options=args.reverse_options)
     ctx.vectors = load_vectors(args, chosen)
-    if any(m in NEEDS_MODEL for m in args.method):
+    ctx.vector_digests = {s.case: file_digest(p) for s, p in zip(chosen, args.vector)}  # records keep which file
+    if any(METHODS[m].needs_model for m in args.method):
         from pas.core.models import load_model
         from pas.score.prompts import PromptTemplate
         from pas.score.scorer import ItemScorer
@@ -89,23 +152,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ctx.vectors[case] = v.for_weights_of(model) if args.allow_other_weights else v
             ctx.vectors[case].check_model(model)
 
-    def done(method: str, records: list[dict]) -> None:  # print each method as it finishes: nothing is lost
+    def done(method: str, records: list[RunRecord]) -> None:  # print each method as it finishes: nothing is lost
         if args.json:
             print(dumps({"method": method, **summarize_method(records)}), flush=True)
         else:
             for r in records:
-                if "error" in r:
-                    print(f"note: {method} skipped subject {r['case']}: {r['error']}", file=sys.stderr)
+                if r.skipped:
+                    print(f"note: {method} skipped subject {r.case}: {r.error}", file=sys.stderr)
 
     settings = run_settings(args.model, args.dtype, args.prefill, ctx, data)
-    records = run_methods(ctx, chosen, args.method, out=Path(args.out) if args.out else None, settings=settings,
-                          progress=not args.json, on_method_done=done)
-    if not args.json:
-        print(f"{len(chosen)} subject(s); composite = sum over O C E A N of mean |answer - person's response| "
-              f"on the 180 held-out items (lower is better, 0..20); papi_published = the paper's way "
-              f"(answer vs stored keyed score), for comparison with its tables only"
-              + ("; reversed options: the same methods, nothing refitted, options listed E..A "
-                 "(gain kept = share of the gain over always-3 that survives)" if args.reverse_options else ""))
-        print(markdown_table(summarize(records)))
+    out = Path(args.out) if args.out else None
+    records = run_methods(ctx, chosen, args.method, out=out, settings=settings, progress=not args.json,
+                          on_method_done=done)
+    summary = summarize(records)
+    wide = (f"{len(chosen)} subject(s); composite = sum over O C E A N of mean |answer - person's response| "
+            f"on the 180 held-out items (lower is better, 0..20); papi_published = the paper's way "
+            f"(answer vs stored keyed score), for comparison with its tables only"
+            + ("; reversed options: the same methods, nothing refitted, options listed E..A "
+               "(gain kept = share of the gain over always-3 that survives)" if args.reverse_options else "")
+            + "\n" + markdown_table(summary))
+    if out is not None:
+        (out / "results.md").write_text(wide + "\n")
+    if args.json:
+        return 0
+    if args.table == "wide":
+        print(wide)
+    else:
+        print(f"{len(chosen)} subject(s); composite = sum over O C E A N of mean |answer - the person's response| "
+              f"on the 180 held-out items (0..20)")
+        print(compact_table(summary))
+        print("(--table wide: each domain, paired p-values, the paper's composite, seconds and memory)")
     return 0
-
