@@ -76,3 +76,26 @@ def test_progress_is_shown(tiny_llama, tokenizer, papi, fast_config, capsys):
     fit_subject(tiny_llama, papi.subjects[0], fast_config, tokenizer=tokenizer, bank=papi.bank, progress=True)
     err = capsys.readouterr().err
     assert "strength search" in err and "learning offsets" in err
+
+
+def test_a_fit_that_adds_nothing_says_so():
+    """#27: a vector whose steered answers to the known items are all "Neither" adds nothing over always-3."""
+    report = FitReport("p", 0.0, {}, 80, 40, 0.0, 1.0, known_answers={1: 3, 2: 3})
+    assert report.adds_nothing and report.summary()["adds_nothing"]
+    assert not FitReport("p", 0.0, {}, 80, 40, 0.0, 1.0, known_answers={1: 3, 2: 4}).adds_nothing
+    assert not FitReport("p", 0.0, {}, 80, 40, 0.0, 1.0).adds_nothing  # no answers recorded: nothing to say
+
+
+def test_fit_reports_its_known_answers_and_stages_without_a_terminal(tiny_llama, tokenizer, papi, fast_config,
+                                                                       capsys):
+    """Without a terminal the bars do not show: one line per stage on stderr (#27); the report holds the steered
+    model's answers to the known items."""
+    s = papi.subjects[2]
+    v, report = fit_subject(tiny_llama, s, fast_config, tokenizer=tokenizer, bank=papi.bank)
+    err = capsys.readouterr().err
+    assert f"pas: subject {s.case}: reading head activations" in err and "searching the strength" in err
+    assert "learning offsets" in err
+    assert sorted(report.known_answers) == sorted(s.responses_to(papi.bank.train_ids))
+    assert set(report.known_answers.values()) <= {1, 2, 3, 4, 5}
+    fit_subject(tiny_llama, s, fast_config, tokenizer=tokenizer, bank=papi.bank, progress=False)
+    assert "pas: subject" not in capsys.readouterr().err

@@ -371,3 +371,26 @@ def test_align_says_what_runs_when_stderr_is_not_a_terminal(data_dir, tiny_model
                  str(tmp_path / "v.safetensors")]) == 1
     err = capsys.readouterr().err
     assert "pas align: fitting subject 172481 (PASConfig); this takes minutes on a CPU" in err
+
+
+def test_a_vector_for_another_item_bank_is_refused(data_dir, papi, tiny_model, tiny_llama, tmp_path, capsys):
+    """#27 item 5: ``pas assess --data-dir OTHER --vector V`` refuses a vector fitted on another item bank, and
+    ``--allow-other-items`` accepts it with a warning."""
+    import shutil
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(data_dir / "subjects.json", other / "subjects.json")
+    lines = (data_dir / "items.csv").read_text().splitlines()
+    lines[1] = lines[1].replace("Worry about things.", "Worry about many things.")
+    assert lines[1] != (data_dir / "items.csv").read_text().splitlines()[1]
+    (other / "items.csv").write_text("\n".join(lines) + "\n")
+    vec = SteeringVector.for_model(tiny_llama, torch.zeros(3, 4, 8), provenance=Provenance(bank=papi.bank.fingerprint()))
+    path = vec.save(tmp_path / "v.safetensors")
+    err = _error(capsys, ["assess", "--data-dir", str(other), "--vector", str(path), "--items", "120"])
+    assert "another item bank" in err and "--allow-other-items" in err
+    assert main(["assess", "--data-dir", str(data_dir), "--vector", str(path), "--items", "120", "--json"]) == 0
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="another item bank"):
+        assert main(["assess", "--data-dir", str(other), "--vector", str(path), "--items", "120", "--json",
+                     "--allow-other-items"]) == 0

@@ -268,3 +268,38 @@ def test_generation_and_reply_phases_agree(tiny_llama, tokenizer, positions):
     with steer(tiny_llama, vec, "reply", len(head)):
         logits = tiny_llama(out).logits[0, len(head) - 1 : -1]
     assert torch.equal(logits.argmax(-1), reply)
+
+
+def test_saved_files_follow_the_umask(tiny, tmp_path):
+    """safetensors writes 0600; a saved vector gets the user's umask like any other file (#27)."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = _vector(tiny).save(tmp_path / "v.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_vector_is_checked_against_the_item_bank(tiny, papi, tmp_path):
+    """A vector records the item bank it was fitted on; another bank is refused, or allowed with a warning (#27)."""
+    import warnings
+
+    from pas.core.data import ItemBank
+    from pas.steer.vector import ItemBankMismatchError
+
+    vec = _vector(tiny).relabel(bank=papi.bank.fingerprint())
+    vec.check_bank(papi.bank)
+    other = ItemBank(tuple(dataclasses.replace(it, text=it.text + " Often.") if it.id == 1 else it
+                           for it in papi.bank.items))
+    with pytest.raises(ItemBankMismatchError, match="another item bank.*--allow-other-items"):
+        vec.check_bank(other)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        vec.check_bank(other, allow_other=True)
+    assert any("another item bank" in str(w.message) for w in seen)
+    back = SteeringVector.load(vec.save(tmp_path / "v.safetensors"))
+    with pytest.raises(ItemBankMismatchError):
+        back.check_bank(other)
+    _vector(tiny).check_bank(other)  # a vector that does not record its bank (older files) passes

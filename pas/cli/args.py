@@ -39,6 +39,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model dtype (default fp32)")
     p.add_argument("--allow-other-weights", action="store_true",
                    help="accept --vector files made on other weights of the same architecture (a fine-tuned variant)")
+    p.add_argument("--allow-other-items", action="store_true",
+                   help="accept --vector files fitted on another item bank than the data dir's (with a warning)")
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:

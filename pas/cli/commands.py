@@ -146,7 +146,8 @@ def _steering(args: argparse.Namespace, spec: SteeringSpec, model, tok, scorer=N
             _check_system_fits(scorer, spec.persona, "--persona")
     group = f"group of {len(spec.cases)} ({Path(args.cases).name})" if spec.cases else None
     vector = vector_from_spec(spec, model, scorer, data.subjects if data else (),
-                              allow_other_weights=args.allow_other_weights, group_name=group)
+                              allow_other_weights=args.allow_other_weights, group_name=group,
+                              bank=data.bank if data else None, allow_other_items=args.allow_other_items)
     return vector, None
 
 
@@ -173,6 +174,10 @@ def cmd_align(args: argparse.Namespace) -> int:
     how = (f"gated layer {report.gated.layer}, gain {report.gated.gain:g}, shift {report.gated.shift:g}"
            if report.gated else f"alpha {report.alpha:.3g}, learned best step {report.best_step}")
     print(f"{vector}\nsaved to {path} in {time.perf_counter() - t:.1f} s ({how}, heads {len(vector.heads)})")
+    if report.adds_nothing:
+        hint = "; try --kind gated (offsets that follow each statement)" if report.gated is None else ""
+        print(f"note: steered by this vector the model answers 'Neither' to all {len(report.known_answers)} known "
+              f"items, as always-3 does: it adds nothing over always-3 on the known items{hint}", file=sys.stderr)
     return 0
 
 

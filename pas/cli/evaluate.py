@@ -140,6 +140,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                         dpo_settings=DPOSettings(epochs=args.dpo_epochs, lr=args.dpo_lr), adapter_dir=args.adapter_dir,
                         reverse_options=args.reverse_options)
     ctx.vectors = load_vectors(args, chosen)
+    for v in ctx.vectors.values():  # fitted on these statements? (before any model work)
+        v.check_bank(data.bank, allow_other=args.allow_other_items)
     ctx.vector_digests = {s.case: file_digest(p) for s, p in zip(chosen, args.vector)}  # records keep which file
     if any(METHODS[m].needs_model for m in args.method):
         from pas.core.models import load_model

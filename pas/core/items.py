@@ -9,6 +9,9 @@ finds them in a data dir).
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,6 +63,11 @@ class ItemBank:
     def test_ids(self) -> tuple[int, ...]:
         """The other items: held out, predicted by the model."""
         return tuple(it.id for it in self.items if it.ipip120 is None)
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of every item's fields: which inventory, worded how, keyed how."""
+        blob = json.dumps([dataclasses.astuple(item) for item in self.items], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def domains_of(self, ids: Iterable[int]) -> list[str]:
         by_id = self.by_id

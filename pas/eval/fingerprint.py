@@ -61,7 +61,7 @@ def subject_digest(subject: Subject) -> str:
 
 
 def bank_digest(bank: ItemBank) -> str:
-    return digest([dataclasses.astuple(item) for item in bank.items])
+    return bank.fingerprint()
 
 
 class DataDigests:

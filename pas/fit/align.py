@@ -8,6 +8,7 @@ fit went: timings, traces); the vector file keeps only provenance.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -96,7 +97,8 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
     ``tokenizer`` defaults to the one :func:`pas.load_model` attached; ``bank`` to the
     item bank the subject was loaded with. Deterministic for a given ``config.seed``.
     The 180 test items are never read. ``progress`` shows bars for the activation pass,
-    the strength search and the offset learning.
+    the strength search and the offset learning on a terminal, and one line per stage on stderr
+    otherwise (a fit takes minutes on a CPU); ``progress=False`` is silent.
     """
     t0 = time.perf_counter()
     config = config or PASConfig()
@@ -109,8 +111,10 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
     scorer = scorer or ItemScorer(model, tokenizer, bank)
     known = subject.responses_to(bank.train_ids)
     if isinstance(config, GatedConfig):
+        _stage(progress, subject, t0, "fitting gated offsets")
         return _fit_gated(model, subject, config, scorer, known, t0)
     fit_ids, val_ids = split_known(bank, known, config.val_fraction, config.seed)
+    _stage(progress, subject, t0, "reading head activations, ranking probes")
     acts = head_activations(model, tokenizer, bank, bank.train_ids, template=scorer.template, progress=progress)
     dirs = find_directions(acts.subset(fit_ids), known, k=config.k, val_fraction=config.probe_val_fraction,
                            seed=config.seed, probe=PROBES[config.probe], case=subject.case)
@@ -122,6 +126,7 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
         return dense_offsets(dirs.heads, vectors, *shape)
 
     t_search = time.perf_counter()
+    _stage(progress, subject, t0, f"searching the strength ({len(config.alpha_grid)} + {config.refine_steps} trials)")
     if config.positions == "last":
         lowest = min((layer for layer, _ in dirs.heads), default=0)  # layers below it run once per item, not per trial
         fit = SteeredItems(model, bank, subject, tuple(fit_ids), scorer.encode(fit_ids, system), scorer.letter_ids,
@@ -139,6 +144,7 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
     search_seconds = time.perf_counter() - t_search
     vectors, learned = alpha * base, {}
     if config.learn:
+        _stage(progress, subject, t0, f"learning offsets (at most {config.steps} steps)")
         res = learn_offsets(fit, val, dirs.heads, vectors, dirs.sigmas, steps=config.steps, lr=config.lr,
                             penalty=config.penalty, patience=config.patience, eval_every=config.eval_every,
                             seed=config.seed, progress=progress)
@@ -146,7 +152,8 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
         learned = {"best_step": res.best_step, "fit_loss_start": res.fit_loss_start,
                    "fit_loss_end": res.fit_loss_end, "learn_trace": res.trace}
     method = "pas-learned" if config.learn else "pas"
-    provenance = Provenance(subject=subject.case, method=method, item_hash=item_hash(known), config=asdict(config))
+    provenance = Provenance(subject=subject.case, method=method, item_hash=item_hash(known),
+                            bank=bank.fingerprint(), config=asdict(config))
     vector = SteeringVector.for_model(model, offsets_for(vectors), positions=config.positions, provenance=provenance)
     answers = known_answers(scorer, known, vector, system)
     report = FitReport(subject.case, float(alpha), trace, len(fit_ids), len(val_ids), search_seconds,
@@ -160,7 +167,8 @@ def _fit_gated(model, subject: Subject, config: GatedConfig, scorer: ItemScorer,
 
     g = fit_gated(scorer, subject, config.gate_layer, seed=config.seed, both_orders=config.gate_both_orders)
     heads = tuple((layer, h) for layer in (g.layer - 1, g.layer) for h in range(g.offsets.shape[1]))
-    provenance = Provenance(subject=subject.case, method="pas-gated", item_hash=item_hash(known), config=asdict(config))
+    provenance = Provenance(subject=subject.case, method="pas-gated", item_hash=item_hash(known),
+                            bank=scorer.bank.fingerprint(), config=asdict(config))
     vector = SteeringVector.for_model(model, g.offsets, gate_weights=g.weights, gate_bias=g.bias, positions="last",
                                       provenance=provenance)
     trace = {gain: v for (gain, shift), v in g.calibration.items() if shift == g.shift}
@@ -168,6 +176,12 @@ def _fit_gated(model, subject: Subject, config: GatedConfig, scorer: ItemScorer,
     report = FitReport(subject.case, g.gain, trace, len(known), len(known), 0.0, time.perf_counter() - t0,
                        heads=heads, gated=GatedFacts(g.layer, g.gain, g.shift, g.readout_cv), known_answers=answers)
     return vector, report
+
+
+def _stage(progress: bool, subject: Subject, t0: float, what: str) -> None:
+    """Without a terminal (where the bars do not show): one line per stage on stderr."""
+    if progress and not sys.stderr.isatty():
+        print(f"pas: subject {subject.case}: {what} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
 
 def known_answers(scorer: ItemScorer, known: Mapping[int, int], vector: SteeringVector,

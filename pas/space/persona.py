@@ -103,6 +103,7 @@ def fit_persona(scorer: ItemScorer, text: str, *, construction: str = "contrast"
     target = Subject("persona", {i: int(a) for i, a in zip(ids, prompted.answers)}, bank=scorer.bank)
     strength, trace = distil_strength(scorer, unit, target, ids)
     vector = (unit * strength).relabel(derived=None, subject=name, method="persona", item_hash=item_hash(ids),
+                                       bank=scorer.bank.fingerprint(),
                                        config={**unit.provenance.config, "persona": text,
                                                "construction": construction})
     return vector, PersonaReport(construction, strength, trace)
@@ -163,7 +164,7 @@ def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted: Op
     poles = statement_poles(scorer)
     coefficients, shifts = pole_coefficients(scorer, dict(zip(ids, map(float, prompted.expected))), ids)
     total = reduce(lambda a, b: a + b, [c * poles[p] for p, c in coefficients.items()])
-    vector = total.relabel(subject=name, method="persona", item_hash=item_hash(ids),
+    vector = total.relabel(subject=name, method="persona", item_hash=item_hash(ids), bank=scorer.bank.fingerprint(),
                            config={"persona": text, "construction": "poles"})
     return vector, PersonaReport("poles", coefficients=coefficients, prompted_shift=shifts)
 

@@ -153,7 +153,7 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
     v[layer] = tilt
     limit = torch.full(shape[:2], float("inf"))
     limit[layer] = gate_range(known.heads[:, layer], w[layer], b[layer])
-    provenance = Provenance(subject=name, method="profile", item_hash=item_hash(ids),
+    provenance = Provenance(subject=name, method="profile", item_hash=item_hash(ids), bank=bank.fingerprint(),
                             config={"profile": name, "gain": gain, "layer": layer, "items": len(ids),
                                     **({"source": source} if source else {})})
     return SteeringVector.for_model(model, v, gate_weights=w, gate_bias=b, gate_limit=limit, positions="last",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from pas.core.data import Subject, select_subjects
+from pas.core.data import ItemBank, Subject, select_subjects
 from pas.score.scorer import ItemScorer
 from pas.space.poles import group_vector, parse_pole, pole_name, pole_vectors, type_poles, type_vector
 from pas.steer.vector import SteeringVector
@@ -69,12 +69,14 @@ class SteeringSpec:
 
 def vector_from_spec(spec: SteeringSpec, model: PreTrainedModel, scorer: ItemScorer | None = None,
                      people: Sequence[Subject] = (), *, allow_other_weights: bool = False,
-                     group_name: str | None = None) -> SteeringVector | None:
+                     group_name: str | None = None, bank: ItemBank | None = None,
+                     allow_other_items: bool = False) -> SteeringVector | None:
     """The vector ``spec`` names, checked against ``model`` (None when the spec names none).
 
     A pole, type, group or persona is built with ``scorer`` (on ``model``); ``people`` are the subjects a
     group's ``cases`` are chosen from. ``allow_other_weights`` accepts a saved vector made on other
-    weights of the same architecture (a fine-tuned variant).
+    weights of the same architecture (a fine-tuned variant). With ``bank``, a saved vector must have been
+    fitted on that item bank (``allow_other_items``: warn instead, :meth:`SteeringVector.check_bank`).
     """
     if spec.vector is None and spec.given() and scorer is None:
         raise ValueError(f"building a vector for {spec.describe()} needs an ItemScorer on the model")
@@ -82,6 +84,8 @@ def vector_from_spec(spec: SteeringSpec, model: PreTrainedModel, scorer: ItemSco
         vector = SteeringVector.load(spec.vector)
         vector = vector.for_weights_of(model) if allow_other_weights else vector
         vector.check_model(model)
+        if bank is not None:
+            vector.check_bank(bank, allow_other=allow_other_items)
         return vector
     if spec.trait is not None:
         return pole_vectors(scorer, [spec.trait])[pole_name(spec.trait)]
@@ -99,7 +103,7 @@ def vector_from_spec(spec: SteeringSpec, model: PreTrainedModel, scorer: ItemSco
 
 def read_cases(path: str | os.PathLike) -> tuple[str, ...]:
     """Subject ids from a file, one per line (``#`` starts a comment)."""
-    cases = [line.split("#")[0].strip() for line in Path(path).read_text().splitlines()]
+    cases = [line.split("#")[0].strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
     cases = [c for c in cases if c]
     if not cases:
         raise ValueError(f"{path}: no subject ids in it (one per line)")

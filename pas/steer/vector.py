@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from pas.core.arch import ModelLayout
+from pas.core.items import ItemBank
 from pas.core.version import __version__
 from pas.steer import file
 from pas.steer.file import SteeringFileError, check_writable  # noqa: F401  (re-exported: one import for users)
@@ -38,15 +40,21 @@ from pas.steer.signature import ModelMismatchError, ModelSignature  # noqa: F401
 KINDS = ("constant", "gated")
 
 
+class ItemBankMismatchError(ValueError):
+    """A steering vector used with another item bank than the one it was fitted on."""
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where a vector came from. ``method``: what made it (``"pas"``, ``"pas-learned"``, ``"pas-gated"``,
     ``"pole"``, ``"type"``, ``"group"``, ``"persona"``...); ``config``: the settings it was made with;
-    ``item_hash``: of the items it was fitted on; ``derived``: how arithmetic made it from saved vectors."""
+    ``item_hash``: of the items it was fitted on; ``bank``: the fingerprint of the item bank they came from
+    (:meth:`pas.core.data.ItemBank.fingerprint`); ``derived``: how arithmetic made it from saved vectors."""
 
     subject: str | None = None
     method: str | None = None
     item_hash: str | None = None
+    bank: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     derived: str | None = None
     pas_version: str = __version__
@@ -164,6 +172,19 @@ class SteeringVector:
         """Raise :class:`ModelMismatchError` naming every difference if this vector was made for another model
         (shapes, config, or weights; for a fine-tuned variant say so with :meth:`for_weights_of`)."""
         return self.signature.check(model)
+
+    def check_bank(self, bank: ItemBank, *, allow_other: bool = False) -> None:
+        """Raise :class:`ItemBankMismatchError` if this vector was fitted on another item bank than ``bank``
+        (with ``allow_other``, warn instead). Vectors that do not record their bank pass."""
+        mine = self.provenance.bank
+        if mine is None or mine == bank.fingerprint():
+            return
+        message = (f"steering vector for {self.subject!r} was fitted on another item bank (fingerprint {mine} vs "
+                   f"{bank.fingerprint()} here): its offsets answer those statements, not these")
+        if not allow_other:
+            raise ItemBankMismatchError(f"{message}. Use the data dir it was made with, or pass "
+                                        f"allow_other=True (CLI: --allow-other-items) to use it anyway")
+        warnings.warn(message, stacklevel=2)
 
     def for_weights_of(self, model: nn.Module) -> SteeringVector:
         """This vector, accepted for ``model``'s weights (a fine-tuned variant of the same architecture)."""
