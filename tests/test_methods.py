@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pas.score.metric import score_subject
+from pas.score.metric import subject_errors
 from pas.eval.methods import METHODS, MethodContext, always_3, population_median, ridge
 from pas.eval.run import run_methods
 
@@ -48,8 +48,8 @@ def test_yardsticks_score_the_same_in_either_encoding(ctx, papi):
             p, pk = method(ctx, s), method(ctx_k, sk)
             flipped = np.array([keyed_score(by_id[i], a) for i, a in zip(pk.ids, pk.answers)])
             assert np.array_equal(p.answers, flipped)
-            assert score_subject(papi.bank, s, p).composite == pytest.approx(
-                score_subject(papi.bank, sk, pk).composite)
+            assert subject_errors(papi.bank, s, p).composite == pytest.approx(
+                subject_errors(papi.bank, sk, pk).composite)
 
 
 def test_llm_method_needs_model(ctx, papi):
@@ -69,7 +69,7 @@ def test_tiny_model_methods_run(tiny_llama, tokenizer, papi):
     s = papi.subjects[0]
     for name in ("base", "description", "template-description", "template-description-vector"):
         pred = METHODS[name](ctx, s)
-        score = score_subject(papi.bank, s, pred)
+        score = subject_errors(papi.bank, s, pred)
         assert 0 <= score.composite <= 20
     assert pred.info["prompt_tokens_saved"] > 0 and pred.fit_seconds > 0
 
@@ -110,7 +110,7 @@ def test_readout_uses_known_items_only_and_beats_nothing_for_free(tiny_llama, to
     scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else r) for i, r in s.responses.items()})
     b = METHODS["readout"](ctx, scrambled)
     assert (a.answers == b.answers).all() and a.info["layer"] == b.info["layer"]
-    assert 0 <= score_subject(papi.bank, s, a).composite <= 20
+    assert 0 <= subject_errors(papi.bank, s, a).composite <= 20
 
 
 def test_fit_readout_finds_a_planted_signal(papi):

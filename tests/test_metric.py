@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pas.core.data import Item, ItemBank, Subject
-from pas.score.metric import Prediction, UnscorableSubject, objective, score_subject
+from pas.score.metric import Prediction, UnscorableSubject, objective, subject_errors
 from pas.eval.report import dumps, markdown_table, mean_ci, paired_difference, summarize
 
 
@@ -20,7 +20,7 @@ def test_score_by_hand():
     subj = Subject("s", {1: 5, 2: 1, 3: 3, 4: 3, 5: 2, 6: 2, 7: 4, 8: 4, 9: 1}, frozenset({10}))
     answers = np.array([4, 1, 3, 5, 2, 2, 4, 4, 3, 5])
     pred = Prediction(tuple(range(1, 11)), answers, answers.astype(float) + 0.5)
-    s = score_subject(bank, subj, pred)
+    s = subject_errors(bank, subj, pred)
     assert s.domains == {"O": 0.5, "C": 1.0, "E": 0.0, "A": 0.0, "N": 2.0}  # item 10 is missing: not scored
     assert s.composite == pytest.approx(3.5)
     assert s.expected_domains["O"] == pytest.approx((0.5 + 0.5) / 2)
@@ -33,7 +33,7 @@ def test_papi_published_compares_with_the_stored_keyed_score():
     bank = _bank()
     subj = Subject("s", {i: 5 for i in range(1, 11)})
     pred = Prediction(tuple(range(1, 11)), np.full(10, 5), np.full(10, 5.0))
-    s = score_subject(bank, subj, pred)
+    s = subject_errors(bank, subj, pred)
     assert s.composite == 0.0
     # per domain: + item |5 - 5| = 0, - item |5 - (6 - 5)| = 4 -> mean 2, five domains -> 10
     assert s.papi_published == pytest.approx(10.0)
@@ -43,7 +43,7 @@ def test_domain_without_answers_raises():
     bank = _bank()
     subj = Subject("s", {i: 3 for i in range(1, 9)}, frozenset({9, 10}))
     with pytest.raises(UnscorableSubject, match="subject s: .*domain"):
-        score_subject(bank, subj, Prediction(tuple(range(1, 11)), np.full(10, 3), np.full(10, 3.0)))
+        subject_errors(bank, subj, Prediction(tuple(range(1, 11)), np.full(10, 3), np.full(10, 3.0)))
 
 
 def test_objective_is_the_composite_then_expected():

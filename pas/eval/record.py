@@ -43,7 +43,7 @@ class Reversed:
 @dataclass
 class RunRecord:
     """One method's result on one subject. A subject the method could not score has ``error`` set and no
-    scores (:attr:`skipped`). ``items``: one dict per scored item (see :class:`pas.score.metric.SubjectScore`);
+    scores (:attr:`skipped`). ``items``: one dict per scored item (see :class:`pas.score.metric.SubjectErrors`);
     ``info``: facts the method reports (strength, best epoch, letter mass...)."""
 
     case: str

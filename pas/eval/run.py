@@ -26,7 +26,7 @@ from pas.eval.fingerprint import DataDigests, changes, differences, fingerprint
 from pas.eval.methods import METHODS, MethodContext
 from pas.eval.record import Reversed, RunRecord
 from pas.eval.report import dumps
-from pas.score.metric import UnscorableSubject, score_subject
+from pas.score.metric import UnscorableSubject, subject_errors
 
 SETTINGS_FILE = "settings.json"
 RECORDS_DIR = "per_subject"
@@ -74,8 +74,8 @@ def run_subject(method: str, ctx: MethodContext, subject: Subject,
         t = time.perf_counter()
         try:
             pred = METHODS[method](ctx, subject)
-            s = score_subject(ctx.bank, subject, pred)
-            rev = None if pred.reversed is None else score_subject(ctx.bank, subject, pred.reversed)
+            s = subject_errors(ctx.bank, subject, pred)
+            rev = None if pred.reversed is None else subject_errors(ctx.bank, subject, pred.reversed)
         except UnscorableSubject as e:
             return RunRecord(subject.case, error=str(e), fingerprint=fingerprint)
         seconds = time.perf_counter() - t

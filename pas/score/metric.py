@@ -41,8 +41,9 @@ class Prediction:
 
 
 @dataclass
-class SubjectScore:
-    """One prediction scored against one person; ``items`` has one record per scored (non-missing) item."""
+class SubjectErrors:
+    """The PAPI metric of one prediction against one person: mean absolute errors per domain and their sum
+    (``composite``); ``items`` has one record per scored (non-missing) item."""
 
     case: str
     domains: dict[str, float]
@@ -65,7 +66,7 @@ def _composite(errors: dict[str, list[float]], case: str) -> tuple[dict[str, flo
     return domains, float(sum(domains.values()))
 
 
-def score_subject(bank: ItemBank, subject: Subject, pred: Prediction) -> SubjectScore:
+def subject_errors(bank: ItemBank, subject: Subject, pred: Prediction) -> SubjectErrors:
     """PAPI's alignment score of one prediction against the person's responses; missing items are left out."""
     by_id = bank.by_id
     err = {d: [] for d in DOMAINS}
@@ -85,7 +86,7 @@ def score_subject(bank: ItemBank, subject: Subject, pred: Prediction) -> Subject
     domains, composite = _composite(err, subject.case)
     exp_domains, exp_composite = _composite(err_exp, subject.case)
     _, published = _composite(err_pub, subject.case)
-    return SubjectScore(subject.case, domains, composite, exp_domains, exp_composite, published, items)
+    return SubjectErrors(subject.case, domains, composite, exp_domains, exp_composite, published, items)
 
 
 MIN_LETTER_MASS = 0.5  # below this share of next-token mass on A..E the model is no longer answering
@@ -120,6 +121,6 @@ def objective(bank: ItemBank, subject: Subject, ids: Sequence[int], scores) -> O
     PAS's strength search, its learned offsets' early stopping and DPO's epoch choice all
     minimise this on the person's validation items.
     """
-    s = score_subject(bank, subject, Prediction(tuple(ids), scores.answers, scores.expected))
+    s = subject_errors(bank, subject, Prediction(tuple(ids), scores.answers, scores.expected))
     mass = getattr(scores, "letter_mass", None)
     return Objective(s.composite, s.expected_composite, 1.0 if mass is None else float(np.mean(mass)))
