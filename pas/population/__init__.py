@@ -1,0 +1,1 @@
+"""Populations: people as input at any size, the synthetic stand-in, population fitting, the vector store."""
