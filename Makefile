@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PAPI_DATA_DIR ?= $(abspath ../shared/papi)
 export PAPI_DATA_DIR
 
-.PHONY: setup demo test test-unit clean-venv
+.PHONY: setup demo lint test test-unit clean-venv
 
 # Idempotent: re-running only installs what changed. The stamp tracks pyproject.toml.
 setup: $(VENV)/.stamp
@@ -21,6 +21,11 @@ $(VENV)/.stamp: pyproject.toml
 # (what pas does best) on 3 people, as a compact table; `pas eval --table wide` or --json for every column.
 demo: setup
 	$(VENV)/bin/pas eval --data-dir $(PAPI_DATA_DIR) --first 3 --method always-3 --method population-median --method ridge --method base --method readout --method pas-gated
+
+# The linter (ruff: style, imports, bugbear, annotations on pas/) and the type checker (mypy) on the package.
+lint: setup
+	$(VENV)/bin/ruff check pas benchmarks tests
+	$(VENV)/bin/mypy pas
 
 test: setup
 	$(PY) -m pytest -q

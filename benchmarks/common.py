@@ -30,7 +30,8 @@ def finish(args: argparse.Namespace, result: dict, omit_from_print: tuple[str, .
 
 def add_assessment_args(parser: argparse.ArgumentParser, out: str, png: str) -> None:
     """What the personality-space benchmarks share: data dir, model, output folder, figure, threads."""
-    parser.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
+    parser.add_argument("--data-dir",
+                        help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     parser.add_argument("--model", help="model (default: embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--out", default=out, help=f"folder for results.json and tables.md (default {out})")
     parser.add_argument("--png", default=png, help=f"figure path (default {png})")
@@ -41,8 +42,8 @@ def load_assessment(args: argparse.Namespace):
     """Threads set, then ``(data, scorer, held-out ids)``: the data dir, an ItemScorer on the model, and the
     180 items not used to build any pole vector."""
     from pas import load_model
-    from pas.score.assess import inventory_ids
     from pas.core.data import load_papi
+    from pas.score.assess import inventory_ids
     from pas.score.scorer import ItemScorer
 
     apply_threads(args)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import add_assessment_args, load_assessment, write_outputs
-from pas.fit.align import fit_subject
-from pas.fit.config import GatedConfig
-from measures.consistency import development, induction, template_stability
-from measures.tables import consistency_tables, induction_plot
 from pas.core.data import select_subjects
 from pas.eval.report import machine_info
+from pas.fit.align import fit_subject
+from pas.fit.config import GatedConfig
 from pas.space.poles import pole_vectors
+
+from common import add_assessment_args, load_assessment, write_outputs
+from measures.consistency import development, induction, template_stability
+from measures.tables import consistency_tables, induction_plot
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,13 +15,14 @@ import argparse
 import time
 from pathlib import Path
 
-from common import apply_threads
-from measures.tables import keying_table
 from pas import load_model
 from pas.core.data import load_papi
 from pas.eval.report import dumps, machine_info
 from pas.score.scorer import ItemScorer
+
+from common import apply_threads
 from measures.poles import keying_accuracy
+from measures.tables import keying_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,15 +16,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import apply_threads
 from pas import GatedConfig, ItemScorer, PASConfig, load_model, load_papi
-from pas.fit.activations import answer_states, head_activations
-from pas.fit.gated import calibrations
 from pas.core.data import select_subjects
 from pas.eval.dpo import DPOSettings
 from pas.eval.methods import METHODS, MethodContext
 from pas.eval.report import DEFAULT_REFERENCES, dumps, machine_info, markdown_table, plot, summarize
 from pas.eval.run import context_settings, run_methods, run_settings
+from pas.fit.activations import answer_states, head_activations
+from pas.fit.gated import calibrations
+
+from common import apply_threads
 
 DEFAULT_METHODS = ("always-3", "population-median", "ridge", "readout", "base", "few-shot", "description", "pas",
                    "pas-learned", "pas+few-shot", "pas-gated", "dpo")
@@ -35,13 +36,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--subjects", default="3", help="N >= 1 (the first N), 'all', or comma-separated ids (default 3)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated methods (default: the paper's comparison with DPO, plus readout and pas-gated)")
+                   help="comma-separated methods (default: the paper's comparison with DPO, plus readout and "
+                        "pas-gated)")
     p.add_argument("--references", default=",".join(DEFAULT_REFERENCES),
                    help="methods every other is compared with, paired (default: always-3,base)")
     p.add_argument("--model", help="HF id or folder (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="model dtype (default fp32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--dpo-epochs", type=int, default=DPOSettings.epochs, help="max DPO epochs (best chosen on validation)")
+    p.add_argument("--dpo-epochs", type=int, default=DPOSettings.epochs,
+                   help="max DPO epochs (best chosen on validation)")
     p.add_argument("--out", default="results/pas_vs_dpo", help="output folder (resumes from what is there)")
     p.add_argument("--no-reverse-options", dest="reverse_options", action="store_false",
                    help="skip scoring every LLM method again with the options listed in reverse")
@@ -72,7 +75,8 @@ def main(argv=None) -> int:
     data = load_papi(args.data_dir)
     subjects = choose_subjects(data, args.subjects)
     out = Path(args.out)
-    ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), gated_config=GatedConfig(), dpo_settings=DPOSettings(epochs=args.dpo_epochs),
+    ctx = MethodContext(data.bank, data.subjects, pas_config=PASConfig(), gated_config=GatedConfig(),
+                        dpo_settings=DPOSettings(epochs=args.dpo_epochs),
                         adapter_dir=str(out / "adapters"), reverse_options=args.reverse_options)
     one_time = {}
     if any(METHODS[m].needs_model for m in methods):

@@ -16,15 +16,22 @@ import warnings
 import numpy as np
 import torch
 
-from common import add_run_args, apply_threads, finish
 from pas import load_model, load_papi
 from pas.fit.activations import head_activations
 from pas.fit.config import PASConfig
-from pas.fit.directions import SKLEARN_SOLVER, contrast_set, head_problems, sklearn_probe_accuracies, split_by_item, top_heads
+from pas.fit.directions import (
+    SKLEARN_SOLVER,
+    contrast_set,
+    head_problems,
+    sklearn_probe_accuracies,
+    split_by_item,
+    top_heads,
+)
 from pas.fit.optimize import split_known
 from pas_kernels import many_subject_accuracies
 from pas_kernels.compile import compile_seconds
 
+from common import add_run_args, apply_threads, finish
 
 SOLVERS = ("lbfgs", SKLEARN_SOLVER)
 
@@ -65,10 +72,12 @@ def main(argv=None) -> int:
                 warnings.simplefilter("ignore")  # lbfgs: ConvergenceWarning on some heads
                 sk = [sklearn_probe_accuracies(d, tr, va, cfg.seed, solver=solver) for d, tr, va in group]
             t_sk = time.perf_counter() - t
-            overlap = [len(set(top_heads(a, args.k)) & set(top_heads(b, args.k))) / args.k for a, b in zip(sk, th)]
-            row[solver] = {"sklearn_seconds": t_sk, "speedup": t_sk / t_th, "topk_overlap_mean": float(np.mean(overlap)),
-                           "topk_overlap_min": float(np.min(overlap)),
-                           "max_abs_accuracy_diff": float(max((a - b).abs().max() for a, b in zip(sk, th)))}
+            overlap = [len(set(top_heads(a, args.k)) & set(top_heads(b, args.k))) / args.k
+                       for a, b in zip(sk, th, strict=True)]
+            row[solver] = {"sklearn_seconds": t_sk, "speedup": t_sk / t_th,
+                           "topk_overlap_mean": float(np.mean(overlap)), "topk_overlap_min": float(np.min(overlap)),
+                           "max_abs_accuracy_diff": float(max((a - b).abs().max()
+                                                              for a, b in zip(sk, th, strict=True)))}
             print(f"{label}: scikit-learn ({solver}) {t_sk:.2f} s, torch batched {t_th:.3f} s, "
                   f"speed-up {t_sk / t_th:.1f}x, top-{args.k} overlap mean {np.mean(overlap):.3f} "
                   f"(min {np.min(overlap):.3f})", flush=True)

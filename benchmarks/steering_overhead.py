@@ -19,12 +19,13 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from common import add_run_args, apply_threads, finish
 from pas import SteeringVector, load_model
 from pas.core.arch import layout
-from pas.steer.rows import bias_table, row_steering
 from pas.steer.hooks import add_offsets, add_row_biases
+from pas.steer.rows import bias_table, row_steering
 from pas_kernels.compile import compile_enabled, compile_seconds
+
+from common import add_run_args, apply_threads, finish
 
 MODES = ("unsteered", "hook", "folded", "per_row", "per_row_hook", "gated_hook", "gated_per_row")
 
@@ -64,7 +65,8 @@ def compile_kernels(model) -> dict[str, float]:
     x = torch.randn(3, 7, lay.attn_width, device=model.device, dtype=model.dtype)
     add_head_offsets(x, torch.randn(lay.attn_width, device=x.device, dtype=x.dtype), torch.tensor(4))
     y = torch.randn(3, 7, lay.hidden_size, device=model.device, dtype=model.dtype)
-    add_row_bias(y, torch.randn(4, lay.hidden_size, device=y.device, dtype=y.dtype), torch.tensor([0, 3, 1], device=y.device))
+    add_row_bias(y, torch.randn(4, lay.hidden_size, device=y.device, dtype=y.dtype),
+                 torch.tensor([0, 3, 1], device=y.device))
     from pas_kernels import add_gated_offsets
 
     w = torch.randn(lay.attn_width, device=x.device, dtype=x.dtype)
@@ -166,11 +168,12 @@ def main(argv=None) -> int:
                          "prefill_s": pre, "decode_s": dec}
         for mode in MODES[1:]:
             for phase, k in (("prefill", 0), ("decode", 1)):
-                ratios = [t / u for t, u in zip(times[mode][k], times["unsteered"][k])]
+                ratios = [t / u for t, u in zip(times[mode][k], times["unsteered"][k], strict=True)]
                 row[mode][f"{phase}_overhead"] = statistics.median(ratios) - 1
         results["batches"][str(b)] = row
         print(f"batch {b}: " + ", ".join(
-            f"{m} decode {row[m]['decode_tok_s']:.0f} tok/s" + (f" ({row[m]['decode_overhead']:+.1%})" if m != "unsteered" else "")
+            f"{m} decode {row[m]['decode_tok_s']:.0f} tok/s"
+            + (f" ({row[m]['decode_overhead']:+.1%})" if m != "unsteered" else "")
             for m in MODES), flush=True)
     r = results["batches"]
     if "16" in r:

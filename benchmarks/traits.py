@@ -15,12 +15,13 @@ import time
 
 import numpy as np
 
-from common import add_assessment_args, load_assessment, write_outputs
 from pas.core.data import DOMAINS
-from measures.tables import heatmap, poles_table, types_table
 from pas.eval.report import machine_info
-from measures.poles import measure_poles, measure_types
 from pas.space.poles import POLE_SOURCES, POLES, pole_vectors
+
+from common import add_assessment_args, load_assessment, write_outputs
+from measures.poles import measure_poles, measure_types
+from measures.tables import heatmap, poles_table, types_table
 
 
 def main(argv: list[str] | None = None) -> int:

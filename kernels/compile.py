@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -19,7 +20,15 @@ def compile_enabled() -> bool:
     return os.environ.get(COMPILE_ENV, "1") not in ("0", "false", "no")
 
 
-def compiled(reference: Callable) -> Callable:
+class Compiled(Protocol):
+    """A compiled kernel: called like its plain-torch reference, which stays at hand as ``.reference``."""
+
+    reference: Callable[..., Any]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def compiled(reference: Callable) -> Compiled:
     """``reference`` compiled with dynamic shapes; falls back to ``reference`` if disabled or if compiling fails."""
     state: dict = {}
 
@@ -44,5 +53,6 @@ def compiled(reference: Callable) -> Callable:
             state["broken"] = True
             return reference(*args, **kwargs)
 
-    run.reference = reference
-    return run
+    kernel = cast(Compiled, run)
+    kernel.reference = reference
+    return kernel

@@ -1,7 +1,7 @@
 import torch
 
-from pas.fit.activations import collect_head_outputs, head_activations
 from pas.core.arch import o_proj_modules
+from pas.fit.activations import collect_head_outputs, head_activations
 
 
 def test_matches_nnsight_reading(tiny_llama, tokenizer):

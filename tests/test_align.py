@@ -32,10 +32,11 @@ def test_align_tiny_is_deterministic_and_test_items_unused(tiny_llama, tokenizer
     # changing the subject's *test* answers cannot change the vector
     import dataclasses
 
-    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else a) for i, a in s.responses.items()})
+    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else a)
+                                                  for i, a in s.responses.items()})
     v3 = align_to_subject(tiny_llama, scrambled, fast_config, tokenizer=tokenizer, bank=papi.bank)
     assert torch.equal(v1.offsets, v3.offsets)
-    nonzero = {(l, h) for l in range(3) for h in range(4) if v1.offsets[l, h].any()}
+    nonzero = {(layer, h) for layer in range(3) for h in range(4) if v1.offsets[layer, h].any()}
     assert nonzero <= set(r1.heads) and set(v1.heads) == nonzero
 
 

@@ -1,6 +1,13 @@
 import pytest
 
-from pas.core.arch import AttnOutSpec, ARCHITECTURES, UnsupportedArchitectureError, layout, o_proj_modules, register_architecture
+from pas.core.arch import (
+    ARCHITECTURES,
+    AttnOutSpec,
+    UnsupportedArchitectureError,
+    layout,
+    o_proj_modules,
+    register_architecture,
+)
 
 
 def test_layout_of_tiny_models(tiny):

@@ -138,8 +138,8 @@ def test_assess_and_chat_sources_are_checked_first(data_dir, capsys, no_model):
 
 def test_chat_with_a_system_prompt(tiny_llama, tokenizer, monkeypatch, capsys):
     """``pas chat --system TEXT``: the persona as a prompt (the baseline a vector is compared with), no vector."""
-    import pas.steer.chat
     import pas.core.models
+    import pas.steer.chat
 
     seen = {}
 
@@ -385,7 +385,8 @@ def test_a_vector_for_another_item_bank_is_refused(data_dir, papi, tiny_model, t
     lines[1] = lines[1].replace("Worry about things.", "Worry about many things.")
     assert lines[1] != (data_dir / "items.csv").read_text().splitlines()[1]
     (other / "items.csv").write_text("\n".join(lines) + "\n")
-    vec = SteeringVector.for_model(tiny_llama, torch.zeros(3, 4, 8), provenance=Provenance(bank=papi.bank.fingerprint()))
+    vec = SteeringVector.for_model(tiny_llama, torch.zeros(3, 4, 8),
+                                   provenance=Provenance(bank=papi.bank.fingerprint()))
     path = vec.save(tmp_path / "v.safetensors")
     err = _error(capsys, ["assess", "--data-dir", str(other), "--vector", str(path), "--items", "120"])
     assert "another item bank" in err and "--allow-other-items" in err

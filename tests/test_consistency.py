@@ -50,10 +50,10 @@ def test_consistency_checks_run_and_are_consistent(tiny_llama, tokenizer, papi):
 def test_recentre_moves_the_gate_by_the_context_mean(tiny_llama, tokenizer, papi):
     """Re-centring changes only gate biases, by -w . (mean_context - mean_reference); same context = same vector."""
     import torch
+    from test_gated import random_gated
 
     from pas.fit.activations import answer_states
     from pas.fit.gated import recentre
-    from test_gated import random_gated
 
     scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
     plain = ItemScorer(tiny_llama, tokenizer, papi.bank, PromptTemplate(style="plain"))

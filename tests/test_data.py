@@ -3,8 +3,17 @@ import shutil
 
 import pytest
 
-from pas.core.data import (PapiDataError, keyed_score, load_items, load_papi, load_subjects, opposite_key_correlation,
-                      parse_subjects, resolve_data_dir, select_subjects)
+from pas.core.data import (
+    PapiDataError,
+    keyed_score,
+    load_items,
+    load_papi,
+    load_subjects,
+    opposite_key_correlation,
+    parse_subjects,
+    resolve_data_dir,
+    select_subjects,
+)
 
 
 def _copy(data_dir, tmp_path):
@@ -44,7 +53,7 @@ def test_responses_are_what_the_person_chose(papi, data_dir):
     raw = json.loads((data_dir / "subjects.json").read_text())
     by_id = papi.bank.by_id
     n_reversed = 0
-    for rec, s in zip(raw[:20], papi.subjects[:20]):
+    for rec, s in zip(raw[:20], papi.subjects[:20], strict=True):
         for i, response in s.responses.items():
             stored = rec[f"i{i}"]
             assert response == (6 - stored if by_id[i].keyed == "-" else stored)
@@ -236,7 +245,7 @@ def test_unreadable_subjects_file(data_dir, tmp_path):
 def test_items_missing_columns(data_dir, tmp_path):
     root = _copy(data_dir, tmp_path)
     lines = (root / "items.csv").read_text().splitlines()
-    (root / "items.csv").write_text("\n".join(l.rsplit(",", 1)[0] if "," in l else l for l in lines))
+    (root / "items.csv").write_text("\n".join(line.rsplit(",", 1)[0] if "," in line else line for line in lines))
     with pytest.raises(PapiDataError, match="missing columns"):
         load_items(root)
 

@@ -17,7 +17,7 @@ def test_pairs_use_subjects_answer_and_models_top_mistake(tiny_llama, tokenizer,
     pairs = preference_pairs(scorer, s, ids)
     probs = scorer.score(ids).probs
     letters = "ABCDE"
-    for item, pair, p in zip(ids, pairs, probs):
+    for item, pair, p in zip(ids, pairs, probs, strict=True):
         assert pair["chosen"] == letters[5 - s.responses[item]] and pair["rejected"] != pair["chosen"]
         assert p[letters.index(pair["rejected"])] == max(p[k] for k in range(5) if letters[k] != pair["chosen"])
         assert pair["prompt"].endswith("(")

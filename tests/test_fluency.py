@@ -38,7 +38,8 @@ def test_reply_nll_steers_only_reply_positions_for_last_vectors(tiny_llama, toke
     vec = _vector(tiny_llama, 5.0)
     last, every = vec, dataclasses.replace(vec, positions="all")
     prompts = NEUTRAL_PROMPTS[:2]
-    assert not math.isclose(reply_nll(tiny_llama, tokenizer, last, prompts), reply_nll(tiny_llama, tokenizer, every, prompts))
+    assert not math.isclose(reply_nll(tiny_llama, tokenizer, last, prompts),
+                            reply_nll(tiny_llama, tokenizer, every, prompts))
 
 
 def test_check_strength():

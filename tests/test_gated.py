@@ -9,7 +9,7 @@ from pas.core.arch import layout, o_proj_modules
 from pas.fit.align import fit_subject
 from pas.fit.config import GatedConfig
 from pas.steer.gates import Gates
-from pas.steer.vector import SteeringFileError, SteeringVector
+from pas.steer.vector import SteeringVector
 
 
 def random_gated(model, seed: int = 0, layers=(1,), scale: float = 0.5) -> SteeringVector:
@@ -25,7 +25,8 @@ def random_gated(model, seed: int = 0, layers=(1,), scale: float = 0.5) -> Steer
 
 
 def _ids(tokenizer, n=2, t=7):
-    return torch.tensor([tokenizer.encode("Tell me about yourself and your friends today", add_special_tokens=False)[:t]] * n)
+    ids = tokenizer.encode("Tell me about yourself and your friends today", add_special_tokens=False)[:t]
+    return torch.tensor([ids] * n)
 
 
 def test_gated_hook_adds_what_the_formula_says(tiny, tokenizer):
@@ -86,7 +87,7 @@ def test_gated_per_row_equals_each_row_alone(tiny_llama, tokenizer):
     prompts = ["Hello there", "What is a cat?", "Tell me a joke"]
     together = generate_many(tiny_llama, tokenizer, prompts, [vecs[0], None, vecs[2]], max_new_tokens=5)
     alone = [generate_many(tiny_llama, tokenizer, [p], [v], max_new_tokens=5)[0]
-             for p, v in zip(prompts, [vecs[0], None, vecs[2]])]
+             for p, v in zip(prompts, [vecs[0], None, vecs[2]], strict=True)]
     assert together == alone
 
 
@@ -103,7 +104,7 @@ def test_gated_score_many_equals_one_by_one(tiny_llama, tokenizer, papi):
         vecs[1].gates.bias.shape, 0.1)))  # clamped gates
     mixed = [vecs[0], None, vecs[1]]
     many = score_many(scorer, ids, mixed)
-    for got, v in zip(many, mixed):
+    for got, v in zip(many, mixed, strict=True):
         one = scorer.score(ids, steering=v)
         np.testing.assert_allclose(got.probs, one.probs, rtol=1e-4, atol=1e-6)
 
@@ -192,7 +193,8 @@ def test_fit_gated_tiny_uses_known_items_only(tiny_llama, tokenizer, papi, tmp_p
     config = GatedConfig()
     v1, report = fit_subject(tiny_llama, s, config, tokenizer=tokenizer, bank=papi.bank, progress=False)
     assert v1.kind == "gated" and report.gated.layer == 2 and v1.provenance.method == "pas-gated"
-    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else a) for i, a in s.responses.items()})
+    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else a)
+                                                  for i, a in s.responses.items()})
     v2, _ = fit_subject(tiny_llama, scrambled, config, tokenizer=tokenizer, bank=papi.bank, progress=False)
     assert torch.equal(v1.offsets, v2.offsets)
     assert torch.equal(v1.gates.weights, v2.gates.weights) and torch.equal(v1.gates.bias, v2.gates.bias)

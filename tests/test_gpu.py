@@ -12,7 +12,8 @@ def test_kernels_on_cuda():
 
     x = torch.randn(16, 9, 576, device="cuda")
     d = torch.randn(16, 1, 576, device="cuda")
-    torch.testing.assert_close(add_head_offsets(x, d, torch.tensor(3)), add_head_offsets.reference(x, d, torch.tensor(3)))
+    torch.testing.assert_close(add_head_offsets(x, d, torch.tensor(3)),
+                               add_head_offsets.reference(x, d, torch.tensor(3)))
     table, rows = torch.randn(5, 576, device="cuda"), torch.randint(0, 5, (16,), device="cuda")
     torch.testing.assert_close(add_row_bias(x, table, rows), add_row_bias.reference(x, table, rows))
     from pas_kernels import add_gated_offsets

@@ -62,7 +62,7 @@ def test_cli_eval_json(data_dir, capsys):
     case = "172481"
     assert main(["eval", "--data-dir", str(data_dir), "--subject", case, "--method", "always-3", "--method", "base",
                  "--json"]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["method"] for r in lines] == ["always-3", "base"]
     stored = next(r for r in json.loads((data_dir / "subjects.json").read_text()) if str(r["case"]) == case)
     from pas.core.data import load_items

@@ -40,7 +40,8 @@ def test_logistic_matches_sklearn():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 80, 5, generator=g, dtype=torch.float64)
     true_w = torch.randn(6, 5, generator=g, dtype=torch.float64)
-    y = (torch.einsum("gnd,gd->gn", x, true_w) + 0.5 * torch.randn(6, 80, generator=g, dtype=torch.float64) > 0).double()
+    noise = 0.5 * torch.randn(6, 80, generator=g, dtype=torch.float64)
+    y = (torch.einsum("gnd,gd->gn", x, true_w) + noise > 0).double()
     w = fit_logistic(x, y)
     for k in range(6):
         clf = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x[k].numpy(), y[k].numpy())
@@ -52,16 +53,22 @@ def test_logistic_matches_sklearn():
 
 def test_torch_probes_select_sklearn_heads():
     from pas.fit.activations import HeadActivations
-    from pas.fit.directions import contrast_set, sklearn_probe_accuracies, split_by_item, top_heads, torch_probe_accuracies
+    from pas.fit.directions import (
+        contrast_set,
+        sklearn_probe_accuracies,
+        split_by_item,
+        top_heads,
+        torch_probe_accuracies,
+    )
 
     g = torch.Generator().manual_seed(1)
     acts = torch.randn(40, 2, 3, 4, 8, generator=g)
     answers = {i: (5 if i % 3 else 1) for i in range(1, 41)}
     for n, item in enumerate(answers):  # a few informative heads of different strength
-        for (l, h), s in {(0, 1): 2.0, (2, 3): 1.0, (1, 0): 0.6}.items():
+        for (layer, h), s in {(0, 1): 2.0, (2, 3): 1.0, (1, 0): 0.6}.items():
             sign = 1 if answers[item] >= 4 else -1
-            acts[n, 0, l, h, 0] += s * sign
-            acts[n, 1, l, h, 0] -= s * sign
+            acts[n, 0, layer, h, 0] += s * sign
+            acts[n, 1, layer, h, 0] -= s * sign
     data = contrast_set(HeadActivations(tuple(answers), acts), answers)
     tr, va = split_by_item(data.group, 0.3, 0)
     a, b = sklearn_probe_accuracies(data, tr, va, 0), torch_probe_accuracies(data, tr, va, 0)
@@ -79,7 +86,7 @@ def test_many_subjects_in_one_fit_equal_separate_fits():
         y = (x[0, :, 0] + 0.3 * torch.randn(n + v, generator=g) > 0).float()
         problems.append((x[:, :n], y[:n], x[:, n:], y[n:]))
     together = many_subject_accuracies(problems)
-    for p, acc in zip(problems, together):
+    for p, acc in zip(problems, together, strict=True):
         torch.testing.assert_close(acc, batched_logistic_accuracies(*p))
 
 
@@ -89,7 +96,8 @@ def _penalised_loss(x, y, w, b):
 
 
 def test_logistic_converges_on_separable_badly_scaled_data():
-    """Separable data with features ~100 (large steps, tiny Hessian curvature): at least as good as sklearn's optimum."""
+    """Separable data with features ~100 (large steps, tiny Hessian curvature): at least as good as sklearn's
+    optimum."""
     from sklearn.linear_model import LogisticRegression
 
     g = torch.Generator().manual_seed(3)

@@ -1,4 +1,5 @@
-"""The package's architecture, checked: layers import only downward, no private name crosses a module, sizes stay small."""
+"""The package's architecture, checked: layers import only downward, no private name crosses a module, sizes stay
+small."""
 
 import ast
 from pathlib import Path
@@ -58,7 +59,8 @@ def test_every_folder_says_what_it_owns_and_modules_stay_small():
     for folder in LAYERS:
         init = PKG / folder / "__init__.py"
         assert ast.get_docstring(ast.parse(init.read_text())), f"{init} has no docstring saying what it owns"
-    long = [f"{p.relative_to(PKG)}: {n}" for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    long = [f"{p.relative_to(PKG)}: {n}" for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
 
 

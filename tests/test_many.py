@@ -3,9 +3,9 @@ import torch
 
 from pas.core.arch import layout
 from pas.score.many import score_many
-from pas.steer.rows import bias_table, generate_many
-from pas.steer.hooks import add_offsets, add_row_biases
 from pas.score.scorer import ItemScorer
+from pas.steer.hooks import add_offsets, add_row_biases
+from pas.steer.rows import bias_table, generate_many
 from pas.steer.vector import Provenance, SteeringVector
 
 
@@ -23,7 +23,7 @@ def test_score_many_equals_one_by_one(tiny, tokenizer, papi):
     ids = papi.bank.test_ids[:7]
     vectors = [_vec(tiny, 1), None, _vec(tiny, 2), _vec(tiny, 3)]
     many = score_many(scorer, ids, vectors, max_rows=8)  # several passes per batch
-    for v, got in zip(vectors, many):
+    for v, got in zip(vectors, many, strict=True):
         alone = scorer.score(ids, steering=v)
         np.testing.assert_allclose(got.probs, alone.probs, atol=1e-5)
 
@@ -44,7 +44,7 @@ def test_score_many_from_a_kept_trunk(tiny, tokenizer, papi):
     many = score_many(scorer, ids, vectors, max_rows=8)
     assert all(1 in b.trunk for b in scorer.encode(ids).batches)
     fresh = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)  # no trunk kept: whole passes
-    for v, got in zip(vectors, many):
+    for v, got in zip(vectors, many, strict=True):
         np.testing.assert_allclose(got.probs, fresh.score(ids, steering=v).probs, atol=1e-5)
 
 
@@ -74,5 +74,5 @@ def test_generate_many_equals_alone(tiny_llama, tokenizer):
     prompts = ["Describe a perfect day.", "Do you like parties?"]
     vectors = [_vec(tiny_llama, 6), None]
     together = generate_many(tiny_llama, tokenizer, prompts, vectors, max_new_tokens=6)
-    alone = [generate(tiny_llama, tokenizer, p, v, max_new_tokens=6) for p, v in zip(prompts, vectors)]
+    alone = [generate(tiny_llama, tokenizer, p, v, max_new_tokens=6) for p, v in zip(prompts, vectors, strict=True)]
     assert together == alone

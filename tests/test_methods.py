@@ -3,9 +3,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pas.score.metric import subject_errors
 from pas.eval.methods import METHODS, MethodContext, always_3, population_median, ridge
 from pas.eval.run import run_methods
+from pas.score.metric import subject_errors
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,8 @@ def test_always_3(ctx, papi):
 
 def test_yardsticks_ignore_the_subjects_own_answers(ctx, papi):
     s = papi.subjects[0]
-    flipped = dataclasses.replace(s, responses={i: (6 - a if i in papi.bank.test_ids else a) for i, a in s.responses.items()})
+    flipped = dataclasses.replace(s, responses={i: (6 - a if i in papi.bank.test_ids else a)
+                                                for i, a in s.responses.items()})
     others = [x for x in papi.subjects if x.case != s.case]
     ctx2 = MethodContext(papi.bank, [flipped, *others])
     for method in (population_median, ridge):
@@ -44,9 +45,9 @@ def test_yardsticks_score_the_same_in_either_encoding(ctx, papi):
     keyed = [dataclasses.replace(s, responses=s.keyed_scores()) for s in papi.subjects]
     ctx_k = MethodContext(papi.bank, keyed)
     for method in (population_median, ridge):
-        for s, sk in zip(papi.subjects[:3], keyed[:3]):
+        for s, sk in zip(papi.subjects[:3], keyed[:3], strict=True):
             p, pk = method(ctx, s), method(ctx_k, sk)
-            flipped = np.array([keyed_score(by_id[i], a) for i, a in zip(pk.ids, pk.answers)])
+            flipped = np.array([keyed_score(by_id[i], a) for i, a in zip(pk.ids, pk.answers, strict=True)])
             assert np.array_equal(p.answers, flipped)
             assert subject_errors(papi.bank, s, p).composite == pytest.approx(
                 subject_errors(papi.bank, sk, pk).composite)
@@ -107,7 +108,8 @@ def test_readout_uses_known_items_only_and_beats_nothing_for_free(tiny_llama, to
     ctx = MethodContext(papi.bank, papi.subjects, ItemScorer(tiny_llama, tokenizer, papi.bank))
     s = papi.subjects[2]
     a = METHODS["readout"](ctx, s)
-    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else r) for i, r in s.responses.items()})
+    scrambled = dataclasses.replace(s, responses={i: (1 if i in papi.bank.test_ids else r)
+                                                  for i, r in s.responses.items()})
     b = METHODS["readout"](ctx, scrambled)
     assert (a.answers == b.answers).all() and a.info["layer"] == b.info["layer"]
     assert 0 <= subject_errors(papi.bank, s, a).composite <= 20

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from pas.core.data import Item, ItemBank, Subject
-from pas.score.metric import Prediction, UnscorableSubject, objective, subject_errors
 from pas.eval.report import dumps, markdown_table, mean_ci, paired_difference, summarize
+from pas.score.metric import Prediction, UnscorableSubject, objective, subject_errors
 
 
 def _bank():
     """Two items per domain; the second of each is reverse-keyed."""
-    items = [Item(i + 1, None, d, d + "1", "f", "+" if i % 2 == 0 else "-", f"t{i}") for i, d in enumerate("OOCCEEAANN")]
+    items = [Item(i + 1, None, d, d + "1", "f", "+" if i % 2 == 0 else "-", f"t{i}")
+             for i, d in enumerate("OOCCEEAANN")]
     return ItemBank(tuple(items))
 
 

@@ -34,8 +34,8 @@ def test_a_scoring_forward_prints_no_deprecation_notice(data_dir):
         print("scored", len(scores.answers))
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "TRANSFORMERS_VERBOSITY")}
-    run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**env, "OMP_NUM_THREADS": "1"})
+    run = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, cwd=REPO,
+                         timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr
     assert "scored 4" in run.stdout
     assert "past_key_values" not in run.stderr and "deprecated" not in run.stderr, run.stderr
@@ -53,9 +53,9 @@ def test_only_the_known_notices_are_silenced():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         quiet_known_deprecations()
-        warnings.warn(known, FutureWarning)
-        warnings.warn("`other_arg` is deprecated and will be removed in version 6.0.", FutureWarning)
-        warnings.warn(known, UserWarning)  # another category: not ours to hide
+        warnings.warn(known, FutureWarning, stacklevel=1)
+        warnings.warn("`other_arg` is deprecated and will be removed in version 6.0.", FutureWarning, stacklevel=1)
+        warnings.warn(known, UserWarning, stacklevel=1)  # another category: not ours to hide
     assert [str(w.message)[:11] for w in caught] == ["`other_arg`", "`past_key_v"]
     assert KNOWN_LOG_LINE.startswith("`past_key_values`/`cache_params`") and "cache" in KNOWN_FUTURE_WARNING
     records = []

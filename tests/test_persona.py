@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pas.fit.activations import AnswerStates
 from pas.core.arch import layout
+from pas.fit.activations import AnswerStates
 from pas.score.scorer import ItemScorer
 from pas.steer.vector import SteeringVector
 

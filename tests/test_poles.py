@@ -6,14 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from pas.fit.activations import ANSWER_STATES, AnswerStates
-from pas.core.arch import layout
-from pas.score.assess import assess, inventory_ids, keyed_means, percentile
-from pas.core.data import Item, ItemBank, Subject
-from pas.score.scorer import ItemScorer
 from benchmarks.measures.poles import keying_accuracy, on_off_target, type_signs
-from pas.space.poles import (POLES, TYPES, group_sheet, parse_pole, pole_sheet, pole_vectors, profile_vector,
-                             quartile_sheet, type_poles, type_vector)
+from pas.core.arch import layout
+from pas.core.data import Item, ItemBank, Subject
+from pas.fit.activations import ANSWER_STATES, AnswerStates
+from pas.score.assess import assess, inventory_ids, keyed_means, percentile
+from pas.score.scorer import ItemScorer
+from pas.space.poles import (
+    POLES,
+    TYPES,
+    group_sheet,
+    parse_pole,
+    pole_sheet,
+    pole_vectors,
+    profile_vector,
+    quartile_sheet,
+    type_poles,
+    type_vector,
+)
 
 
 def _bank() -> ItemBank:
@@ -127,7 +137,8 @@ def test_planted_trait_direction_is_recovered(tiny_llama, tokenizer, papi):
     # the gate at the answer position is large and positive on +keyed E statements, negative on -keyed ones
     states = ANSWER_STATES.get(scorer, tuple(papi.bank.train_ids), lambda: None)
     by_id = papi.bank.by_id
-    gate = (states.heads[:, layer] * poles["E+"].gates.weights[layer]).sum(-1).sum(-1) + poles["E+"].gates.bias[layer].sum()
+    gates = poles["E+"].gates
+    gate = (states.heads[:, layer] * gates.weights[layer]).sum(-1).sum(-1) + gates.bias[layer].sum()
     plus = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == "E" and by_id[i].keyed == "+"]
     minus = [n for n, i in enumerate(states.item_ids) if by_id[i].domain == "E" and by_id[i].keyed == "-"]
     assert float(gate[plus].mean()) > 0 > float(gate[minus].mean())

@@ -1,7 +1,14 @@
 import pytest
 
 from pas.fit.activations import check_contrast, contrastive_texts
-from pas.score.prompts import LETTER_VALUES, PromptTemplate, few_shot_system, item_prompt, letter_token_ids, second_person
+from pas.score.prompts import (
+    LETTER_VALUES,
+    PromptTemplate,
+    few_shot_system,
+    item_prompt,
+    letter_token_ids,
+    second_person,
+)
 
 
 @pytest.mark.parametrize("text, expected", [

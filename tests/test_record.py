@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from pas.eval.record import Reversed, RunRecord
-from pas.eval.report import (COMPOSITE_RANGE, MIN_N_FOR_INTERVAL, bootstrap_ci, compact_table, dumps,
-                             markdown_table, summarize)
+from pas.eval.report import (
+    COMPOSITE_RANGE,
+    MIN_N_FOR_INTERVAL,
+    bootstrap_ci,
+    compact_table,
+    dumps,
+    markdown_table,
+    summarize,
+)
 
 OLD_KEYS = {"case", "composite", "domains", "expected_composite", "expected_domains", "papi_published", "n_items",
             "fit_seconds", "eval_seconds", "peak_rss_mb", "info", "items"}

@@ -49,9 +49,10 @@ def test_unscorable_subject_is_named_and_others_kept(papi, tmp_path):
     from pas.eval.methods import METHODS, Method
 
     def refuse(ctx_, subject):  # stands in for PAS without loading a model: its first step on this subject
-        from pas.fit.directions import contrast_set
-        from pas.fit.activations import HeadActivations
         import torch
+
+        from pas.fit.activations import HeadActivations
+        from pas.fit.directions import contrast_set
 
         ids = papi.bank.train_ids
         contrast_set(HeadActivations(ids, torch.zeros(len(ids), 2, 1, 1, 2)), subject.known(), subject.case)

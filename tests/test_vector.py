@@ -13,8 +13,8 @@ def _vector(model, seed=0, scale=1.0, heads=((0, 1), (2, 3))):
     lay = layout(model)
     g = torch.Generator().manual_seed(seed)
     off = torch.zeros(lay.n_layers, lay.n_heads, lay.head_dim)
-    for l, h in heads:
-        off[l, h] = torch.randn(lay.head_dim, generator=g) * scale
+    for layer, h in heads:
+        off[layer, h] = torch.randn(lay.head_dim, generator=g) * scale
     return SteeringVector.for_model(model, off, provenance=Provenance(subject="s1"))
 
 
@@ -51,7 +51,8 @@ def test_fold_equals_hook_and_unfold_restores(tiny, tokenizer):
     enc = _ids(tokenizer, TEXTS)
     base = tiny(**enc).logits
     vec = _vector(tiny)
-    biases = [None if p.bias is None else p.bias.clone() for p in __import__("pas.core.arch").core.arch.o_proj_modules(tiny)]
+    biases = [None if p.bias is None else p.bias.clone()
+              for p in __import__("pas.core.arch").core.arch.o_proj_modules(tiny)]
     with vec.apply(tiny):
         hooked = tiny(**enc).logits
     folded = vec.fold(tiny)
@@ -60,7 +61,7 @@ def test_fold_equals_hook_and_unfold_restores(tiny, tokenizer):
     assert torch.equal(tiny(**enc).logits, base)
     from pas.core.arch import o_proj_modules
 
-    for p, b in zip(o_proj_modules(tiny), biases):
+    for p, b in zip(o_proj_modules(tiny), biases, strict=True):
         assert (p.bias is None) == (b is None) and (b is None or torch.equal(p.bias, b))
 
 

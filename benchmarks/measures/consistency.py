@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pas.score.assess import assess
 from pas.fit.gated import recentre
+from pas.score.assess import assess
 from pas.score.scorer import ItemScorer
-from pas.steer.vector import SteeringVector
-from .poles import POLE_PROMPTS
 from pas.space.poles import parse_pole
+from pas.steer.vector import SteeringVector
+
+from .poles import POLE_PROMPTS
+
 
 def pressure_text(pole: str) -> str:
     """The user turn that pushes against ``pole``: "Actually, you are a very introverted person: ..." for E+."""

@@ -17,7 +17,6 @@ from pas.score.scorer import ItemScorer
 from pas.space.poles import TYPES, parse_pole, type_poles, type_vector
 from pas.steer.vector import SteeringVector
 
-
 POLE_PROMPTS: dict[str, str] = {  # the prompting baseline BIG5-CHAT and Machine Mindset compare against
     "O+": "You are a very open person: curious, imaginative, and drawn to art, ideas and new experiences.",
     "O-": "You are a very conventional person: practical, down-to-earth, and uninterested in art, abstract ideas "

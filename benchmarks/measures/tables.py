@@ -13,7 +13,6 @@ import numpy as np
 
 from pas.core.data import DOMAINS
 
-
 # ---------------------------------------------------------------- personality space (benchmarks/traits.py)
 
 def _f(x: float | None, fmt: str = "+.2f") -> str:
@@ -63,7 +62,8 @@ def types_table(result: Mapping) -> str:
     """Markdown: per type, assessed shift of each domain and how many of the four mapped domains moved the
     intended way (steered, and prompted where measured)."""
     prompted = any("prompted" in r for r in result["types"].values())
-    head = ["type", "O", "C", "E", "A", "N", "intended sign (steered)"] + (["intended sign (prompt)"] if prompted else [])
+    head = (["type", "O", "C", "E", "A", "N", "intended sign (steered)"]
+            + (["intended sign (prompt)"] if prompted else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mbti, r in result["types"].items():
         cells = [mbti] + [f"{r['shift'][d]:+.2f}" for d in "OCEAN"] + [f"{sum(r['signs'].values())}/4"]
@@ -83,7 +83,7 @@ def heatmap(panels: Mapping[str, np.ndarray], rows: Sequence[str], cols: Sequenc
 
     vmax = max(float(np.nanmax(np.abs(m))) for m in panels.values()) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1, 4.6), squeeze=False)
-    for ax, (name, m) in zip(axes[0], panels.items()):
+    for ax, (name, m) in zip(axes[0], panels.items(), strict=True):
         im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax.set_xticks(range(len(cols)), cols)
         ax.set_yticks(range(len(rows)), rows)

@@ -12,11 +12,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar, cast
 
 from pas.core.data import PapiData, Subject, select_subjects
 from pas.fit.config import KINDS, FitConfig, GatedConfig, PASConfig, field_docs
 from pas.space.spec import SteeringSpec, read_cases
 
+ConfigT = TypeVar("ConfigT", PASConfig, GatedConfig)
+Subparsers = argparse._SubParsersAction  # what ArgumentParser.add_subparsers gives: each command adds its parser
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")
 
 
@@ -76,7 +79,7 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
             elif f.name == "alpha_grid":
                 p.add_argument(flag, type=lambda s: tuple(float(x) for x in s.split(",")), default=None,
                                help=f"{which}{docs[f.name]}, comma-separated (default "
-                                    f"{','.join(map(str, f.default))})")
+                                    f"{','.join(map(str, cast('tuple[float, ...]', f.default)))})")
             else:
                 typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
                 p.add_argument(flag, type=typ, default=None, help=f"{which}{docs[f.name]} (default {f.default})")
@@ -96,9 +99,10 @@ def fit_config(args: argparse.Namespace, kind: str | None = None) -> FitConfig:
     return config_from(args, config)
 
 
-def config_from(args: argparse.Namespace, config: type) -> FitConfig:
+def config_from(args: argparse.Namespace, config: type[ConfigT]) -> ConfigT:
     """A ``config`` (PASConfig or GatedConfig) from the flags of its fields that were given."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if getattr(args, f.name, None) is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(config)
+             if getattr(args, f.name, None) is not None}
     return config(**given)
 
 
@@ -186,9 +190,9 @@ def read_text_arg(path: str, flag: str, holds: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{flag} {path} is not UTF-8 text (byte 0x{data[e.start:e.start + 1].hex()} at offset {e.start}); save it "
-                         f"as UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > {p.stem}.utf8{p.suffix}) and pass "
-                         f"that file") from None
+        raise UsageError(f"{flag} {path} is not UTF-8 text (byte 0x{data[e.start:e.start + 1].hex()} at offset "
+                         f"{e.start}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > "
+                         f"{p.stem}.utf8{p.suffix}) and pass that file") from None
 
 
 def writable_out(path: str | Path, overwrite: bool, flag: str = "--out") -> Path:

@@ -6,15 +6,35 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pas.cli.args import (UsageError, add_data_args, add_fit_args, add_model_args, add_source_args, add_threads_arg,
-                          created_dirs, fit_config, read_text_arg, steering_spec, writable_out)
+from pas.cli.args import (
+    Subparsers,
+    UsageError,
+    add_data_args,
+    add_fit_args,
+    add_model_args,
+    add_source_args,
+    add_threads_arg,
+    created_dirs,
+    fit_config,
+    read_text_arg,
+    steering_spec,
+    writable_out,
+)
 from pas.space.persona import CONSTRUCTIONS
 from pas.space.poles import POLE_SOURCES
 from pas.space.spec import SteeringSpec
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-def add_parsers(sub) -> None:
+    from pas.core.data import PapiData
+    from pas.score.scorer import ItemScorer
+    from pas.steer.vector import SteeringVector
+
+
+def add_parsers(sub: Subparsers) -> None:
     """The sub-commands of this module."""
     _add_align(sub)
     _add_chat(sub)
@@ -23,7 +43,7 @@ def add_parsers(sub) -> None:
     _add_persona(sub)
 
 
-def _add_align(sub) -> None:
+def _add_align(sub: Subparsers) -> None:
     p = sub.add_parser("align", help="learn a subject's steering vector and save it")
     add_data_args(p, subjects=False)
     p.add_argument("--subject", required=True, metavar="CASE", help="subject id")
@@ -35,7 +55,7 @@ def _add_align(sub) -> None:
     p.set_defaults(func=cmd_align)
 
 
-def _add_chat(sub) -> None:
+def _add_chat(sub: Subparsers) -> None:
     p = sub.add_parser("chat", help="chat with the model, steered by a saved vector, a trait pole, a type, a group or "
                                     "a persona, or prompted by a system prompt")
     add_model_args(p)
@@ -52,7 +72,7 @@ def _add_chat(sub) -> None:
     p.set_defaults(func=cmd_chat)
 
 
-def _add_assess(sub) -> None:
+def _add_assess(sub: Subparsers) -> None:
     p = sub.add_parser("assess", help="give the model the IPIP-NEO inventory and score it like a person")
     add_data_args(p, subjects=False)
     add_model_args(p)
@@ -67,7 +87,7 @@ def _add_assess(sub) -> None:
     p.set_defaults(func=cmd_assess)
 
 
-def _add_traits(sub) -> None:
+def _add_traits(sub: Subparsers) -> None:
     p = sub.add_parser("traits", help="build the ten trait-pole vectors (and the 16 types) and save them")
     add_data_args(p, subjects=False)
     add_model_args(p)
@@ -81,7 +101,7 @@ def _add_traits(sub) -> None:
     p.set_defaults(func=cmd_traits)
 
 
-def _add_persona(sub) -> None:
+def _add_persona(sub: Subparsers) -> None:
     p = sub.add_parser("persona", help="distil a written persona into a steering vector and save it")
     p.add_argument("text", nargs="?", help="the persona, e.g. \"a retired nurse who volunteers at the library\"")
     p.add_argument("--file", help="read the persona from this text file instead")
@@ -104,7 +124,7 @@ def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def _check_system_fits(scorer, text: str, what: str) -> None:
+def _check_system_fits(scorer: ItemScorer, text: str, what: str) -> None:
     """A system prompt that goes into the questionnaire prompts (a persona, ``--system``) must leave room for the
     longest of them; counted before any scoring."""
     from pas.steer.chat import check_fits, count_tokens
@@ -114,7 +134,7 @@ def _check_system_fits(scorer, text: str, what: str) -> None:
                reserve_for="the longest questionnaire prompt around it")
 
 
-def _check_chat_fits(args: argparse.Namespace, model, tok) -> None:
+def _check_chat_fits(args: argparse.Namespace, model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> None:
     """``--system`` and ``--prompt`` with room for ``--max-new-tokens``, counted before any other work."""
     from pas.steer.chat import check_fits
 
@@ -130,7 +150,9 @@ def _check_chat_fits(args: argparse.Namespace, model, tok) -> None:
                reserve_for=f"the reply (--max-new-tokens {args.max_new_tokens})")
 
 
-def _steering(args: argparse.Namespace, spec: SteeringSpec, model, tok, scorer=None, data=None):
+def _steering(args: argparse.Namespace, spec: SteeringSpec, model: PreTrainedModel, tok: PreTrainedTokenizerBase,
+              scorer: ItemScorer | None = None,
+              data: PapiData | None = None) -> tuple[SteeringVector | None, str | None]:
     """``(vector, system prompt)`` the flags name; a built vector loads the data dir for its item bank."""
     from pas.space.spec import vector_from_spec
 
@@ -152,9 +174,9 @@ def _steering(args: argparse.Namespace, spec: SteeringSpec, model, tok, scorer=N
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from pas.fit.align import fit_subject
     from pas.core.data import load_papi, select_subjects
     from pas.core.models import load_model
+    from pas.fit.align import fit_subject
     from pas.score.scorer import ItemScorer
 
     config = fit_config(args)
@@ -182,9 +204,9 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from pas.core.models import load_model
     from pas.steer.chat import chat_loop, generate
     from pas.steer.fluency import PERPLEXITY_BOUND, chat_strength, check_strength
-    from pas.core.models import load_model
 
     strength = None if args.strength is None else check_strength(args.strength)  # before any model work
     spec = steering_spec(args)
@@ -214,13 +236,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_assess(args: argparse.Namespace) -> int:
-    from pas.score.assess import assess, inventory_ids, keyed_means
     from pas.core.data import load_papi
-    from pas.steer.fluency import check_strength
     from pas.core.models import load_model
-    from pas.score.prompts import PromptTemplate
     from pas.eval.report import dumps
+    from pas.score.assess import assess, inventory_ids, keyed_means
+    from pas.score.prompts import PromptTemplate
     from pas.score.scorer import ItemScorer
+    from pas.steer.fluency import check_strength
 
     spec = steering_spec(args)
     strength = None if args.strength is None else check_strength(args.strength)
@@ -292,8 +314,8 @@ def cmd_traits(args: argparse.Namespace) -> int:
 def cmd_persona(args: argparse.Namespace) -> int:
     from pas.core.data import load_papi
     from pas.core.models import load_model
-    from pas.space.persona import context_tokens, fit_persona
     from pas.score.scorer import ItemScorer
+    from pas.space.persona import context_tokens, fit_persona
 
     if sum(bool(x) for x in (args.text, args.file, args.describe)) != 1:
         raise UsageError("give the persona's text, or --file FILE, or --describe CASE (one of them)")

@@ -6,17 +6,31 @@ import argparse
 import functools
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pas.cli.args import add_data_args, add_fit_args, add_model_args, add_threads_arg, config_from, subjects
+from pas.cli.args import (
+    Subparsers,
+    add_data_args,
+    add_fit_args,
+    add_model_args,
+    add_threads_arg,
+    config_from,
+    subjects,
+)
 from pas.eval.methods import METHODS
 from pas.fit.config import GatedConfig, PASConfig
+
+if TYPE_CHECKING:
+    from pas.core.data import Subject
+    from pas.steer.vector import SteeringVector
 
 TABLES = ("compact", "wide")
 INTERRUPTED = 130  # the shell's exit status for Ctrl-C
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("eval", help="score methods on subjects' 180 held-out items")
     add_data_args(p)
     add_model_args(p)
@@ -43,7 +57,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=functools.partial(cmd_eval, parser=p))
 
 
-def load_vectors(args: argparse.Namespace, chosen) -> dict:
+def load_vectors(args: argparse.Namespace, chosen: Sequence[Subject]) -> dict[str, SteeringVector]:
     """``--vector`` files, one per subject; only for PAS methods, and only the kind of PAS that made them."""
     from pas.steer.vector import SteeringVector
 
@@ -58,8 +72,9 @@ def load_vectors(args: argparse.Namespace, chosen) -> dict:
     folders = [p for p in args.vector if Path(p).is_dir()]
     if folders:
         raise ValueError(f"--vector {folders[0]} is a folder; give a vector file (.safetensors)")
-    vectors = {s.case: SteeringVector.load(p) for s, p in zip(chosen, args.vector)}  # checked on the model at use
-    for s, path in zip(chosen, args.vector):
+    # checked on the model at use
+    vectors = {s.case: SteeringVector.load(p) for s, p in zip(chosen, args.vector, strict=True)}
+    for s, path in zip(chosen, args.vector, strict=True):
         v = vectors[s.case]
         made_by = v.provenance.method  # None: made by arithmetic or by hand
         wrong = [m for m in args.method if METHODS[m].vector_kind != made_by]
@@ -142,7 +157,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     ctx.vectors = load_vectors(args, chosen)
     for v in ctx.vectors.values():  # fitted on these statements? (before any model work)
         v.check_bank(data.bank, allow_other=args.allow_other_items)
-    ctx.vector_digests = {s.case: file_digest(p) for s, p in zip(chosen, args.vector)}  # records keep which file
+    # records keep which file (no --vector: none)
+    ctx.vector_digests = {s.case: file_digest(p) for s, p in zip(chosen, args.vector, strict=False)}
     if any(METHODS[m].needs_model for m in args.method):
         from pas.core.models import load_model
         from pas.score.prompts import PromptTemplate

@@ -1,1 +1,2 @@
-"""Foundations: PAPI data (item bank, subjects, the one keyed-score conversion), the architecture registry, model loading."""
+"""Foundations: PAPI data (item bank, subjects, the one keyed-score conversion), the architecture registry,
+model loading."""

@@ -11,9 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -67,35 +71,36 @@ class ModelLayout:
         return self.n_heads * self.head_dim
 
 
-def _get(obj, dotted: str):
+def _get(obj: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def spec_for(model: nn.Module) -> AttnOutSpec:
+def spec_for(model: PreTrainedModel) -> AttnOutSpec:
     model_type = model.config.model_type
     if model_type not in ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"pas does not know architecture {model_type!r} (known: {sorted(ARCHITECTURES)}). Register it with "
             f"pas.core.arch.register_architecture({model_type!r}, AttnOutSpec(layers='model.layers', "
-            f"o_proj='self_attn.o_proj')) using the paths of your model's decoder layers and attention output projection."
+            f"o_proj='self_attn.o_proj')) using the paths of your model's decoder layers and attention output "
+            f"projection."
         )
     return ARCHITECTURES[model_type]
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The model's decoder layers, in order (the list itself: callers may swap entries for a pass)."""
     return _get(model, spec_for(model).layers)
 
 
-def o_proj_modules(model: nn.Module) -> list[nn.Module]:
+def o_proj_modules(model: PreTrainedModel) -> list[nn.Module]:
     """The attention output projection of every layer, in layer order."""
     spec = spec_for(model)
     return [_get(layer, spec.o_proj) for layer in _get(model, spec.layers)]
 
 
-def config_fingerprint(config) -> str:
+def config_fingerprint(config: PretrainedConfig) -> str:
     """Short hash of the config fields that decide whether a steering vector fits a model."""
     keys = (
         "model_type", "num_hidden_layers", "n_layer", "hidden_size", "n_embd", "num_attention_heads", "n_head",
@@ -106,7 +111,7 @@ def config_fingerprint(config) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def layout(model: nn.Module) -> ModelLayout:
+def layout(model: PreTrainedModel) -> ModelLayout:
     """Layers, heads and head_dim of ``model``, checked against its output projections."""
     spec = spec_for(model)
     cfg = model.config
@@ -114,7 +119,8 @@ def layout(model: nn.Module) -> ModelLayout:
     n_heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
     hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
     head_dim = getattr(cfg, "head_dim", None) or hidden // n_heads
-    in_features = projs[0].weight.shape[0] if spec.conv1d else projs[0].weight.shape[1]
+    weight = cast(torch.Tensor, projs[0].weight)  # nn.Linear or Conv1D: a weight tensor either way
+    in_features = weight.shape[0] if spec.conv1d else weight.shape[1]
     if in_features != n_heads * head_dim:
         raise UnsupportedArchitectureError(
             f"{cfg.model_type}: output projection takes {in_features} features, but config says "
@@ -134,4 +140,5 @@ def layout(model: nn.Module) -> ModelLayout:
 
 def o_proj_weight(module: nn.Module, conv1d: bool) -> torch.Tensor:
     """The projection's weight as ``[out, in]`` whatever its storage (Conv1D stores ``[in, out]``)."""
-    return module.weight.T if conv1d else module.weight
+    weight = cast(torch.Tensor, module.weight)
+    return weight.T if conv1d else weight

@@ -74,19 +74,19 @@ DEFAULT_DATA_DIRS = ("papi", "../shared/papi")  # tried in order when nothing el
 DATA_DIR_ENV = "PAPI_DATA_DIR"
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Explicit argument, else ``$PAPI_DATA_DIR`` (empty = unset), else ``./papi`` or ``../shared/papi``.
 
     The chosen path must be an existing directory.
     """
     env = os.environ.get(DATA_DIR_ENV) or None
-    if data_dir is None and env is None:
+    chosen = data_dir if data_dir is not None else env
+    if chosen is None:
         found = [Path(d) for d in DEFAULT_DATA_DIRS if Path(d).is_dir()]
         if not found:
             raise PapiDataError(f"no PAPI data directory: pass --data-dir or set {DATA_DIR_ENV} "
                                 f"(looked for {', '.join(DEFAULT_DATA_DIRS)})")
         return found[0]
-    chosen = data_dir if data_dir is not None else env
     path = Path(chosen).expanduser()
     how = "argument" if data_dir is not None else f"${DATA_DIR_ENV}"
     if path.exists() and not path.is_dir():
@@ -99,7 +99,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def load_items(data_dir: str | os.PathLike | None = None) -> ItemBank:
+def load_items(data_dir: str | os.PathLike[str] | None = None) -> ItemBank:
     """Load the item bank from ``items.csv`` or PAPI's ``original/IPIP-NEO-ItemKey.xls``."""
     root = resolve_data_dir(data_dir)
     csv_path = root / "items.csv"
@@ -112,10 +112,10 @@ def load_items(data_dir: str | os.PathLike | None = None) -> ItemBank:
 
 
 def load_subjects(
-    data_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     bank: ItemBank | None = None,
     *,
-    source: str | os.PathLike | None = None,
+    source: str | os.PathLike[str] | None = None,
     with_descriptions: bool = True,
     encoding: str | None = None,
 ) -> list[Subject]:
@@ -139,8 +139,9 @@ def load_subjects(
     return subjects
 
 
-def _read_subject_records(root: Path, source) -> tuple[list[Mapping], str]:
-    if source is not None and not Path(source).exists() and "/" in str(source) and not str(source).startswith((".", "/")):
+def _read_subject_records(root: Path, source: str | os.PathLike[str] | None) -> tuple[list[Mapping], str]:
+    if (source is not None and not Path(source).exists() and "/" in str(source)
+            and not str(source).startswith((".", "/"))):
         import datasets
 
         ds = datasets.load_dataset(str(source), split="train")
@@ -176,7 +177,7 @@ def _read_subject_records(root: Path, source) -> tuple[list[Mapping], str]:
     return list(ds), str(path)
 
 
-def load_descriptions(path: str | os.PathLike) -> dict[str, str]:
+def load_descriptions(path: str | os.PathLike[str]) -> dict[str, str]:
     """``personality_descriptions.json``: a list of {case, description}."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -206,7 +207,7 @@ class PapiData:
     encoding: str = DEFAULT_ENCODING
 
 
-def load_papi(data_dir: str | os.PathLike | None = None, *, encoding: str | None = None) -> PapiData:
+def load_papi(data_dir: str | os.PathLike[str] | None = None, *, encoding: str | None = None) -> PapiData:
     """Load the item bank and all subjects of a data dir (responses; see the module docstring)."""
     root = resolve_data_dir(data_dir)
     bank = load_items(root)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 DOMAINS: tuple[str, ...] = ("O", "C", "E", "A", "N")
 N_OPTIONS = 5  # 1 Very Inaccurate .. 5 Very Accurate
@@ -74,7 +75,10 @@ class ItemBank:
         return [by_id[i].domain for i in ids]
 
 
-def keyed_score(item: Item, value: int) -> int:
+AnswerValue = TypeVar("AnswerValue", int, float)  # a response (int) or an expected answer (float)
+
+
+def keyed_score(item: Item, value: AnswerValue) -> AnswerValue:
     """The one conversion between a response and its keyed score: ``6 - value`` on reverse-keyed items.
 
     It is its own inverse: a response gives the keyed score and a keyed score gives the response.
@@ -125,7 +129,8 @@ def items_from_xls(path: Path) -> ItemBank:
     return ItemBank(tuple(sorted(items, key=lambda it: it.id)))
 
 
-def _make_item(where: str, item, ipip120, domain, facet, facet_name, keyed, text) -> Item:
+def _make_item(where: str, item: Any, ipip120: Any, domain: Any, facet: Any, facet_name: Any, keyed: Any,
+               text: Any) -> Item:  # raw cells: text from the CSV, numbers or NaN from the spreadsheet
     try:
         item_id = int(item)
         short = int(ipip120) if str(ipip120).strip() not in ("", "nan") else None
@@ -138,4 +143,5 @@ def _make_item(where: str, item, ipip120, domain, facet, facet_name, keyed, text
         raise PapiDataError(f"{where}: item {item_id} has keyed {keyed!r}, expected '+' or '-'")
     if not str(text).strip():
         raise PapiDataError(f"{where}: item {item_id} has no text")
-    return Item(item_id, short, domain, str(facet).strip(), str(facet_name).strip(), str(keyed).strip(), str(text).strip())
+    return Item(item_id, short, domain, str(facet).strip(), str(facet_name).strip(), str(keyed).strip(),
+                str(text).strip())

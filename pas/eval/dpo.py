@@ -14,16 +14,29 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
 from pas.core.data import ItemBank, Subject
-from pas.score.metric import Objective, objective
 from pas.fit.optimize import split_known
-from pas.score.prompts import LETTER_VALUES, LETTERS
+from pas.score.metric import Objective, objective
+from pas.score.prompts import LETTER_VALUES, LETTERS, PromptTemplate
 from pas.score.scorer import ItemScorer
+
+if TYPE_CHECKING:
+    from transformers import (
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        TrainerControl,
+        TrainerState,
+        TrainingArguments,
+    )
+
+ModelT = TypeVar("ModelT", bound="PreTrainedModel")
 
 
 @dataclass(frozen=True)
@@ -48,32 +61,38 @@ class DPOSettings:
 
 @dataclass
 class DPOResult:
-    model: torch.nn.Module  # the fine-tuned model (a copy; the base model is untouched)
+    # the fine-tuned model (a copy; the base model is untouched). With LoRA it is a PeftModel, which forwards every
+    # attribute to the PreTrainedModel it wraps, and is used as one.
+    model: PreTrainedModel
     best_epoch: int
-    val_trace: list[tuple[int, float, float, float]] = field(default_factory=list)  # (epoch, composite, expected, letter mass)
+    # (epoch, composite, expected, letter mass)
+    val_trace: list[tuple[int, float, float, float]] = field(default_factory=list)
     fit_seconds: float = 0.0
     train_loss: float | None = None
 
 
-def preference_pairs(scorer: ItemScorer, subject: Subject, ids) -> list[dict]:
+def preference_pairs(scorer: ItemScorer, subject: Subject, ids: Sequence[int]) -> list[dict[str, str]]:
     """``{prompt, chosen, rejected}`` per item; rejected = the base model's top wrong letter."""
     probs = scorer.score(ids).probs
     pairs = []
-    for item, p in zip(ids, probs):
+    for item, p in zip(ids, probs, strict=True):
         right = LETTER_VALUES.index(subject.responses[item])
         wrong = max((k for k in range(5) if k != right), key=lambda k: p[k])
         pairs.append({"prompt": scorer.texts([item])[0], "chosen": LETTERS[right], "rejected": LETTERS[wrong]})
     return pairs
 
 
-def _val_objective(model, tokenizer, bank: ItemBank, subject: Subject, val_ids, template) -> Objective:
+def _val_objective(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, bank: ItemBank, subject: Subject,
+                   val_ids: Sequence[int], template: PromptTemplate) -> Objective:
     model.eval()
-    scores = ItemScorer(model, tokenizer, bank, template).score(val_ids)  # a fresh scorer: encodings depend on the weights
+    # a fresh scorer: encodings depend on the weights
+    scores = ItemScorer(model, tokenizer, bank, template).score(val_ids)
     return objective(bank, subject, val_ids, scores)
 
 
-def train_dpo(model, tokenizer, bank: ItemBank, subject: Subject, settings: DPOSettings | None = None,
-              scorer: ItemScorer | None = None, progress: bool = False) -> DPOResult:
+def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, bank: ItemBank, subject: Subject,
+              settings: DPOSettings | None = None, scorer: ItemScorer | None = None,
+              progress: bool = False) -> DPOResult:
     """Fine-tune a copy of ``model`` on the subject's fit items; epochs chosen on validation items."""
     import datasets
     from transformers import TrainerCallback
@@ -93,8 +112,8 @@ def train_dpo(model, tokenizer, bank: ItemBank, subject: Subject, settings: DPOS
 
         peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.0,
                                  target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
-    state = _BestState()
-    args = DPOConfig(
+    best = _BestState()
+    config = DPOConfig(
         output_dir=tempfile.mkdtemp(prefix="pas-dpo-"), num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size, learning_rate=settings.lr, beta=settings.beta,
         lr_scheduler_type="constant", warmup_steps=0, save_strategy="no", report_to=[], logging_steps=1,
@@ -103,35 +122,45 @@ def train_dpo(model, tokenizer, bank: ItemBank, subject: Subject, settings: DPOS
         disable_tqdm=not progress, dataloader_num_workers=0,
     )
 
+    template = scorer.template
+
     class EpochEval(TrainerCallback):
-        def on_epoch_end(self, args_, st, control, model=None, **kw):
-            state.offer(int(round(st.epoch)), _val_objective(model, tokenizer, bank, subject, val_ids, scorer.template), model)
+        def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                         model: PreTrainedModel | None = None, **kwargs: Any) -> None:
+            assert model is not None and state.epoch is not None  # the Trainer passes both at an epoch's end
+            best.offer(int(round(state.epoch)), _val_objective(model, tokenizer, bank, subject, val_ids, template),
+                       model)
             model.train()
 
-    trainer = DPOTrainer(model=policy, args=args, train_dataset=train_set, processing_class=tokenizer,
+    trainer = DPOTrainer(model=policy, args=config, train_dataset=train_set, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[EpochEval()])
-    state.offer(0, _val_objective(trainer.model, tokenizer, bank, subject, val_ids, scorer.template), trainer.model)
+    # the policy (with LoRA a PeftModel, used as the PreTrainedModel it wraps: see DPOResult.model)
+    start = cast("PreTrainedModel", trainer.model)
+    best.offer(0, _val_objective(start, tokenizer, bank, subject, val_ids, template), start)
     out = trainer.train()
-    trained = trainer.model
-    state.restore(trained)
+    trained = cast("PreTrainedModel", trainer.model)
+    best.restore(trained)
     trained.eval()
     trained.requires_grad_(False)
-    return DPOResult(trained, state.epoch, state.trace, time.perf_counter() - t0, float(out.training_loss))
+    return DPOResult(trained, best.epoch, best.trace, time.perf_counter() - t0, float(out.training_loss))
 
 
 class _BestState:
     """Keeps the trainable weights of the best validation epoch."""
 
     def __init__(self) -> None:
-        self.key, self.epoch, self.weights, self.trace = None, 0, None, []
+        self.key: tuple[bool, float, float] | None = None
+        self.epoch = 0
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.trace: list[tuple[int, float, float, float]] = []
 
-    def offer(self, epoch: int, result: Objective, model) -> None:
+    def offer(self, epoch: int, result: Objective, model: torch.nn.Module) -> None:
         self.trace.append((epoch, result.composite, result.expected, result.letter_mass))
         if self.key is None or result.key < self.key:
             self.key, self.epoch = result.key, epoch
             self.weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
-    def restore(self, model) -> None:
+    def restore(self, model: torch.nn.Module) -> None:
         params = dict(model.named_parameters())
         with torch.no_grad():
             for k, v in (self.weights or {}).items():
@@ -147,8 +176,9 @@ def save_adapter(result: DPOResult, path: str | Path) -> Path:
     return path
 
 
-def load_adapter(model, path: str | Path):
+def load_adapter(model: ModelT, path: str | Path) -> ModelT:
     """A saved subject adapter on top of ``model`` (a copy), ready to score or chat."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(copy.deepcopy(model), str(path)).eval()
+    # a PeftModel forwards every attribute to the model it wraps, and is used as one (see DPOResult.model)
+    return cast(ModelT, PeftModel.from_pretrained(copy.deepcopy(model), str(path)).eval())

@@ -17,7 +17,6 @@ A fingerprint is a small JSON object stored in each record:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence

@@ -12,10 +12,10 @@ from and predicts *responses* (the item as worded); :mod:`pas.eval.run` runs the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pas.core.data import ItemBank, Subject
 from pas.eval.context import MethodContext
@@ -24,6 +24,9 @@ from pas.fit.config import FitConfig, GatedConfig, PASConfig
 from pas.score.metric import Prediction, UnscorableSubject
 from pas.score.prompts import description_system, few_shot_system, template_description
 from pas.score.scorer import ItemScorer
+
+if TYPE_CHECKING:
+    from pas.steer.vector import SteeringVector
 
 __all__ = ["DESCRIPTIONS", "METHODS", "Method", "MethodContext", "MethodFn", "always_3", "base", "description_text",
            "dpo", "few_shot", "population_median", "readout", "ridge"]
@@ -78,12 +81,13 @@ def _no_system(reverse: bool) -> None:
     return None
 
 
-def _scored(scorer: ItemScorer, ids, system: str | None, steering) -> Prediction:
+def _scored(scorer: ItemScorer, ids: Sequence[int], system: str | None,
+            steering: SteeringVector | None) -> Prediction:
     s = scorer.score(ids, system, steering=steering)
     return Prediction(tuple(ids), s.answers, s.expected, s.probs, info={"letter_mass": float(s.letter_mass.mean())})
 
 
-def _llm(ctx: MethodContext, system_for: SystemFor = _no_system, steering=None,
+def _llm(ctx: MethodContext, system_for: SystemFor = _no_system, steering: SteeringVector | None = None,
          scorer: ItemScorer | None = None) -> Prediction:
     """The test items scored by ``scorer`` (default the context's); reversed options too if the context asks."""
     scorer = scorer or ctx.scorer
@@ -111,7 +115,8 @@ def few_shot(ctx: MethodContext, subject: Subject) -> Prediction:
     return _llm(ctx, _known_answers(ctx, subject))
 
 
-DESCRIPTIONS = ("papi", "template")  # PAPI's shipped prose, or pas.score.prompts.template_description of the known answers
+# PAPI's shipped prose, or pas.score.prompts.template_description of the known answers
+DESCRIPTIONS = ("papi", "template")
 
 
 def description_text(bank: ItemBank, subject: Subject, source: str = "papi") -> str:
@@ -158,7 +163,8 @@ def _description_vector(source: str, construction: str = "contrast") -> MethodFn
         fit_seconds = time.perf_counter() - t0
         pred = _llm(ctx, _no_system, vector)
         pred.fit_seconds = fit_seconds
-        pred.info.update({"prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text), "construction": construction,
+        pred.info.update({"prompt_tokens_saved": context_tokens(ctx.scorer.tokenizer, text),
+                          "construction": construction,
                           **({"distil_strength": facts.strength} if facts.strength is not None else {}),
                           **({"coefficients": facts.coefficients} if facts.coefficients else {})})
         return pred

@@ -60,7 +60,7 @@ class RunRecord:
     items: list[dict[str, Any]] = field(default_factory=list)
     reversed: Reversed | None = None
     error: str | None = None
-    fingerprint: dict[str, Any] | None = None  # what the record depended on (pas.eval.fingerprint)
+    fingerprint: Mapping[str, Any] | None = None  # what the record depended on (pas.eval.fingerprint)
 
     @property
     def skipped(self) -> bool:

@@ -30,11 +30,12 @@ MIN_N_FOR_INTERVAL = 10  # fewer subjects: no interval is shown
 BOOTSTRAP_RESAMPLES = 2000
 COMPOSITE_RANGE = (0.0, 20.0)  # the composite (and each of its variants) lies in 0..20
 
-Interval = Callable[[Sequence[float]], "tuple[float, float, float]"]  # values -> (mean, lo, hi)
+Values = Sequence[float] | np.ndarray
+Interval = Callable[[Values], "tuple[float, float, float]"]  # values -> (mean, lo, hi)
 Records = Sequence["RunRecord | Mapping[str, Any]"]
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(values: Values, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided t confidence interval (lo, hi); fewer than two values have no interval (nan)."""
     x = np.asarray(values, dtype=np.float64)
     if len(x) == 0:
@@ -48,7 +49,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
     return m, m - half, m + half
 
 
-def bootstrap_ci(values: Sequence[float], *, bounds: tuple[float, float] | None = None, level: float = 0.95,
+def bootstrap_ci(values: Values, *, bounds: tuple[float, float] | None = None, level: float = 0.95,
                  min_n: int = MIN_N_FOR_INTERVAL, resamples: int = BOOTSTRAP_RESAMPLES,
                  seed: int = 0) -> tuple[float, float, float]:
     """Mean and a bootstrap percentile interval of the mean (seeded: the same values give the same interval),
@@ -66,12 +67,12 @@ def bootstrap_ci(values: Sequence[float], *, bounds: tuple[float, float] | None 
     return m, lo, hi
 
 
-def composite_ci(values: Sequence[float]) -> tuple[float, float, float]:
+def composite_ci(values: Values) -> tuple[float, float, float]:
     """The summaries' interval for a mean composite: bootstrap, clipped to 0..20, none below 10 subjects."""
     return bootstrap_ci(values, bounds=COMPOSITE_RANGE)
 
 
-def difference_ci(values: Sequence[float]) -> tuple[float, float, float]:
+def difference_ci(values: Values) -> tuple[float, float, float]:
     """The summaries' interval for a mean paired difference: bootstrap (a difference needs no clipping)."""
     return bootstrap_ci(values)
 
@@ -229,7 +230,7 @@ def compact_table(summary: Mapping[str, dict], reference: str = "always-3") -> s
     return "\n".join(rows + ["", legend] + notes)
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """``value`` with NaN/inf turned into None and numpy scalars into Python numbers (strict JSON)."""
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
@@ -242,7 +243,7 @@ def json_safe(value):
     return value
 
 
-def dumps(value, **kw) -> str:
+def dumps(value: Any, **kw: Any) -> str:
     """Strict JSON (no NaN): what every pas JSON output goes through."""
     return json.dumps(json_safe(value), allow_nan=False, **kw)
 

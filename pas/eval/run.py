@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pas.core.data import Subject
+from pas.core.data import PapiData, Subject
 from pas.eval.fingerprint import DataDigests, changes, differences, fingerprint
 from pas.eval.methods import METHODS, MethodContext
 from pas.eval.record import Reversed, RunRecord
@@ -58,7 +58,7 @@ class PeakRSS:
             self.peak = max(self.peak, self._proc.memory_info().rss)
             self._stop.wait(0.02)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._proc.memory_info().rss)
@@ -136,15 +136,15 @@ def check_settings(out: Path, settings: Mapping) -> None:
     path.write_text(dumps(settings, indent=1))
 
 
-def run_settings(model: str | None, dtype: str, prefill: str, ctx: MethodContext, data) -> dict:
+def run_settings(model: str | None, dtype: str, prefill: str, ctx: MethodContext, data: PapiData) -> dict:
     """What every record of a run shares: model, dtype, threads, prompt, data dir, encoding, version.
 
     A method's own settings (its fitting config, reversed options) are in its records' fingerprints.
     """
     import torch
 
-    from pas.core.version import __version__
     from pas.core.models import DEFAULT_MODEL
+    from pas.core.version import __version__
 
     return {"model": model or DEFAULT_MODEL, "dtype": dtype, "threads": torch.get_num_threads(), "prefill": prefill,
             "data_dir": str(Path(data.root).resolve()), "encoding": data.encoding, "pas_version": __version__}

@@ -8,6 +8,7 @@ ridge on the model's own hidden states. Each is a plain ``(MethodContext, Subjec
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -80,6 +81,7 @@ def readout(ctx: MethodContext, subject: Subject) -> Prediction:
     layers = readout_layers(states.residual.shape[1] - 1)
     fit = fit_readout({layer: train.residual[:, layer].numpy() for layer in layers},
                       np.array([known[i] for i in ids], dtype=np.float64), bank, subject, ids)
-    pred = point_prediction(bank.test_ids, fit.predict(test.residual[:, fit.key].numpy()))
-    pred.info.update({"layer": int(fit.key), "ridge_lambda": fit.ridge_lambda, "cv_composite": fit.cv.composite})
+    layer = cast(int, fit.key)  # the features are keyed by layer
+    pred = point_prediction(bank.test_ids, fit.predict(test.residual[:, layer].numpy()))
+    pred.info.update({"layer": int(layer), "ridge_lambda": fit.ridge_lambda, "cv_composite": fit.cv.composite})
     return pred

@@ -1,1 +1,2 @@
-"""Fitting one person's vector: activations, probes and directions, strength search, learning, readout, gated fitting, align."""
+"""Fitting one person's vector: activations, probes and directions, strength search, learning, readout, gated
+fitting, align."""

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from einops import rearrange
@@ -24,8 +25,11 @@ from pas.core.arch import layout, o_proj_modules
 from pas.core.data import ItemBank
 from pas.core.models import cache_dir, model_name
 from pas.score.prompts import LETTERS, PromptTemplate
-from pas.score.scorer import ScorerCache
+from pas.score.scorer import ItemScorer, ScorerCache
 from pas.steer.hooks import record_head_outputs
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 POSITIVE, NEGATIVE = LETTERS[0], LETTERS[-1]  # "Very Accurate" / "Very Inaccurate"
 
@@ -43,28 +47,29 @@ class HeadActivations:
         return HeadActivations(tuple(ids), self.acts[[pos[i] for i in ids]])
 
 
-def contrastive_texts(tokenizer, bank: ItemBank, ids: Sequence[int], template: PromptTemplate,
+def contrastive_texts(tokenizer: PreTrainedTokenizerBase, bank: ItemBank, ids: Sequence[int], template: PromptTemplate,
                       system: str | None = None) -> list[str]:
     """Interleaved [item1+A, item1+E, item2+A, ...] prompts."""
     by_id = bank.by_id
     return [template.render(tokenizer, by_id[i].text, system, answer=a) for i in ids for a in (POSITIVE, NEGATIVE)]
 
 
-def check_contrast(tokenizer, texts: Sequence[str]) -> None:
+def check_contrast(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> None:
     """The A and E prompts must differ exactly at their last token (the answer).
 
     The paper's released code trimmed the chat template so that both prompts became the
     same token sequence; this guards against that class of bug.
     """
-    for pos, neg in zip(texts[0::2], texts[1::2]):
+    for pos, neg in zip(texts[0::2], texts[1::2], strict=False):
         a, e = tokenizer.encode(pos, add_special_tokens=False), tokenizer.encode(neg, add_special_tokens=False)
         if len(a) != len(e) or a[:-1] != e[:-1] or a[-1] == e[-1]:
-            raise ValueError(f"contrastive prompts do not differ only at the answer token: {pos[-60:]!r} vs {neg[-60:]!r}")
+            raise ValueError(f"contrastive prompts do not differ only at the answer token: {pos[-60:]!r} vs "
+                             f"{neg[-60:]!r}")
 
 
 @torch.no_grad()
-def collect_head_outputs(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,
-                         progress: bool = False) -> torch.Tensor:
+def collect_head_outputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *,
+                         batch_size: int = 16, progress: bool = False) -> torch.Tensor:
     """Head outputs at the last token of each text: float32 ``[N, L, H, D]`` (left-padded batches)."""
     out = []
     side = tokenizer.padding_side
@@ -83,7 +88,7 @@ def collect_head_outputs(model, tokenizer, texts: Sequence[str], *, batch_size: 
     return torch.cat(out)
 
 
-def activations_fingerprint(model, template: PromptTemplate, ids: Sequence[int], system: str | None,
+def activations_fingerprint(model: PreTrainedModel, template: PromptTemplate, ids: Sequence[int], system: str | None,
                             texts: Sequence[str]) -> str:
     lay = layout(model)
     blob = "|".join([model_name(model), lay.fingerprint, str(model.dtype), template.fingerprint(),
@@ -91,15 +96,15 @@ def activations_fingerprint(model, template: PromptTemplate, ids: Sequence[int],
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _weights_digest(model) -> str:
+def _weights_digest(model: PreTrainedModel) -> str:
     """Cheap digest of a few weights, so a fine-tuned model with the same config gets its own cache."""
-    proj = o_proj_modules(model)[0].weight
+    proj = cast(torch.Tensor, o_proj_modules(model)[0].weight)
     return hashlib.sha256(proj.detach().float().cpu().numpy().tobytes()[:65536]).hexdigest()[:12]
 
 
-def head_activations(model, tokenizer, bank: ItemBank, ids: Sequence[int], *, template: PromptTemplate | None = None,
-                     system: str | None = None, use_cache: bool = True, refresh: bool = False,
-                     progress: bool = False) -> HeadActivations:
+def head_activations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, bank: ItemBank, ids: Sequence[int],
+                     *, template: PromptTemplate | None = None, system: str | None = None, use_cache: bool = True,
+                     refresh: bool = False, progress: bool = False) -> HeadActivations:
     """Contrastive head activations for items ``ids``, from the disk cache when present.
 
     ``use_cache=False`` neither reads nor writes the cache; ``refresh=True`` recomputes and rewrites it.
@@ -107,12 +112,13 @@ def head_activations(model, tokenizer, bank: ItemBank, ids: Sequence[int], *, te
     template = template or PromptTemplate()
     texts = contrastive_texts(tokenizer, bank, ids, template, system)
     check_contrast(tokenizer, texts)
-    path = Path(cache_dir()) / "activations" / f"{activations_fingerprint(model, template, ids, system, texts)}.safetensors"
+    fingerprint = activations_fingerprint(model, template, ids, system, texts)
+    path = Path(cache_dir()) / "activations" / f"{fingerprint}.safetensors"
     if use_cache and not refresh and path.exists():
         try:
             return HeadActivations(tuple(ids), load_file(path)["acts"])
         except Exception as e:  # our own cache file, corrupt: say so, recompute, replace it atomically
-            warnings.warn(f"activation cache {path} is unreadable ({e}); recomputing it")
+            warnings.warn(f"activation cache {path} is unreadable ({e}); recomputing it", stacklevel=1)
     flat = collect_head_outputs(model, tokenizer, texts, progress=progress)
     acts = rearrange(flat, "(n a) l h d -> n a l h d", a=2).contiguous()
     if use_cache:
@@ -145,7 +151,7 @@ class AnswerStates:
 ANSWER_STATES: ScorerCache[tuple[int, ...], AnswerStates] = ScorerCache("answer states")
 
 
-def answer_states(scorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
+def answer_states(scorer: ItemScorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
     """States at the answer position of items ``ids`` under ``scorer``'s prompt; remembered when there is no
     system prompt (then they are the same for every person)."""
     if system is not None:
@@ -154,7 +160,7 @@ def answer_states(scorer, ids: Sequence[int], system: str | None = None) -> Answ
 
 
 @torch.no_grad()
-def _answer_states(scorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
+def _answer_states(scorer: ItemScorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
     from pas.score.scorer import new_cache
 
     model = scorer.model

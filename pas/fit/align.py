@@ -12,19 +12,23 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pas.fit.activations import head_activations
 from pas.core.data import ItemBank, Subject
+from pas.fit.activations import head_activations
+from pas.fit.config import FitConfig, GatedConfig, PASConfig
 from pas.fit.directions import PROBES, find_directions
-from pas.steer.hooks import dense_offsets
-from pas.score.metric import objective
 from pas.fit.optimize import SteeredItems, learn_offsets, search_alpha, split_known
+from pas.score.metric import Objective, objective
 from pas.score.prompts import few_shot_system
 from pas.score.scorer import ItemScorer
+from pas.steer.hooks import dense_offsets
 from pas.steer.vector import Provenance, SteeringVector, item_hash
-from pas.fit.config import FitConfig, GatedConfig, PASConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class FitReport:
         return {**facts, **(asdict(self.gated) if self.gated else {})}
 
 
-def align_to_subject(model, subject: Subject, config: FitConfig | None = None, **kw) -> SteeringVector:
+def align_to_subject(model: PreTrainedModel, subject: Subject, config: FitConfig | None = None,
+                     **kw: Any) -> SteeringVector:
     """Learn a steering vector that makes ``model`` answer like ``subject``, from known answers only.
 
     See :func:`fit_subject` for the keyword arguments; this returns only the vector.
@@ -89,7 +94,8 @@ def align_to_subject(model, subject: Subject, config: FitConfig | None = None, *
     return fit_subject(model, subject, config, **kw)[0]
 
 
-def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tokenizer=None,
+def fit_subject(model: PreTrainedModel, subject: Subject, config: FitConfig | None = None, *,
+                tokenizer: PreTrainedTokenizerBase | None = None,
                 bank: ItemBank | None = None, scorer: ItemScorer | None = None,
                 progress: bool = True) -> tuple[SteeringVector, FitReport]:
     """The PAS pipeline on one subject's known responses: ``(vector, report)``.
@@ -136,13 +142,14 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
         alpha, trace = search_alpha(lambda a: val.objective(offsets_for(a * base)), config.alpha_grid,
                                     config.refine_steps, progress=progress)
     else:
-        def objective_all(a: float):
+        def objective_all(a: float) -> Objective:
             vector = SteeringVector.for_model(model, offsets_for(a * base), positions="all")
             return objective(bank, subject, val_ids, scorer.score(val_ids, system, steering=vector))
 
         alpha, trace = search_alpha(objective_all, config.alpha_grid, config.refine_steps, progress=progress)
     search_seconds = time.perf_counter() - t_search
-    vectors, learned = alpha * base, {}
+    vectors = alpha * base
+    learned: dict[str, Any] = {}  # FitReport's fields of the learned offsets
     if config.learn:
         _stage(progress, subject, t0, f"learning offsets (at most {config.steps} steps)")
         res = learn_offsets(fit, val, dirs.heads, vectors, dirs.sigmas, steps=config.steps, lr=config.lr,
@@ -162,7 +169,8 @@ def fit_subject(model, subject: Subject, config: FitConfig | None = None, *, tok
     return vector, report
 
 
-def _fit_gated(model, subject: Subject, config: GatedConfig, scorer: ItemScorer, known, t0: float):
+def _fit_gated(model: PreTrainedModel, subject: Subject, config: GatedConfig, scorer: ItemScorer,
+               known: Mapping[int, int], t0: float) -> tuple[SteeringVector, FitReport]:
     from pas.fit.gated import fit_gated
 
     g = fit_gated(scorer, subject, config.gate_layer, seed=config.seed, both_orders=config.gate_both_orders)
@@ -188,10 +196,10 @@ def known_answers(scorer: ItemScorer, known: Mapping[int, int], vector: Steering
                   system: str | None = None) -> dict[int, int]:
     """The steered model's answers to the known items (to tell a vector that adds nothing over always-3)."""
     ids = sorted(known)
-    return {i: int(a) for i, a in zip(ids, scorer.score(ids, system, steering=vector).answers)}
+    return {i: int(a) for i, a in zip(ids, scorer.score(ids, system, steering=vector).answers, strict=True)}
 
 
-def _shape(model) -> tuple[int, int, int]:
+def _shape(model: PreTrainedModel) -> tuple[int, int, int]:
     from pas.core.arch import layout
 
     lay = layout(model)

@@ -57,12 +57,14 @@ class PASConfig:
              f"alpha_grid needs >= 2 values >= 0, got {self.alpha_grid}"),
             (0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
             (0 < self.probe_val_fraction < 1, f"probe_val_fraction must be in (0, 1), got {self.probe_val_fraction}"),
-            (self.steps >= 1 and self.eval_every >= 1 and self.patience >= 1, "steps, eval_every, patience must be >= 1"),
+            (self.steps >= 1 and self.eval_every >= 1 and self.patience >= 1,
+             "steps, eval_every, patience must be >= 1"),
             (self.lr > 0 and self.penalty >= 0, f"lr must be > 0 and penalty >= 0, got {self.lr}, {self.penalty}"),
             (self.positions in ("last", "all"), f"positions must be 'last' or 'all', got {self.positions!r}"),
             (self.probe in ("torch", "sklearn"), f"probe must be 'torch' or 'sklearn', got {self.probe!r}"),
             (not (self.learn and self.positions == "all"),
-             "learned offsets need positions='last' (learning through every position is too slow here); set learn=False"),
+             "learned offsets need positions='last' (learning through every position is too slow here); "
+             "set learn=False"),
         ]
         for ok, msg in checks:
             if not ok:

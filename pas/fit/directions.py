@@ -103,7 +103,8 @@ def sklearn_probe_accuracies(data: ContrastSet, train: np.ndarray, val: np.ndarr
     return tie_aware_accuracy(logits, data.y[torch.as_tensor(val)]).float()
 
 
-def head_problems(data: ContrastSet, train: np.ndarray, val: np.ndarray):
+def head_problems(data: ContrastSet, train: np.ndarray,
+                  val: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every head as one probe problem: ``(x_train [L*H, N, D], y_train, x_val [L*H, V, D], y_val)``."""
     _, n_layers, n_heads, dim = data.x.shape
     heads_first = data.x.permute(1, 2, 0, 3).reshape(n_layers * n_heads, -1, dim)
@@ -112,7 +113,8 @@ def head_problems(data: ContrastSet, train: np.ndarray, val: np.ndarray):
 
 
 def torch_probe_accuracies(data: ContrastSet, train: np.ndarray, val: np.ndarray, seed: int) -> torch.Tensor:
-    """Held-out accuracy ``[L, H]`` of all heads' probes fitted at once (Newton, batched; same optimum as scikit-learn)."""
+    """Held-out accuracy ``[L, H]`` of all heads' probes fitted at once (Newton, batched; same optimum as
+    scikit-learn)."""
     from pas_kernels import batched_logistic_accuracies
 
     return batched_logistic_accuracies(*head_problems(data, train, val)).reshape(data.x.shape[1:3]).float()
@@ -129,7 +131,8 @@ def top_heads(acc: torch.Tensor, k: int) -> list[tuple[int, int]]:
     return [(i // n_heads, i % n_heads) for i in order[:k]]
 
 
-def center_of_mass(data: ContrastSet, heads: list[tuple[int, int]], rows: np.ndarray | None = None):
+def center_of_mass(data: ContrastSet, heads: list[tuple[int, int]],
+                   rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit mean-difference direction ``[K, D]`` and projection std ``[K]`` per head."""
     x, y = (data.x, data.y) if rows is None else (data.x[rows], data.y[rows])
     vecs, sigmas = [], []
@@ -150,4 +153,4 @@ def find_directions(acts: HeadActivations, responses: Mapping[int, int], *, k: i
     acc = probe(data, train, val, seed)
     heads = top_heads(acc, k)
     vecs, sigmas = center_of_mass(data, heads)
-    return Directions(tuple(heads), tuple(float(acc[l, h]) for l, h in heads), vecs, sigmas)
+    return Directions(tuple(heads), tuple(float(acc[layer, h]) for layer, h in heads), vecs, sigmas)

@@ -29,18 +29,22 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from pas.fit.activations import answer_states
 from pas.core.arch import layout
-from pas.core.data import Subject
-from pas.score.metric import Objective, Prediction, objective
-from pas.steer.hooks import add_offsets
-from pas.score.prompts import LETTER_VALUES
+from pas.core.data import ItemBank, Subject
+from pas.fit.activations import answer_states
 from pas.fit.readout import fit_readout
+from pas.score.metric import Objective, Prediction, objective
+from pas.score.prompts import LETTER_VALUES
 from pas.score.scorer import ItemScorer, ScorerCache, final_logits, keep_trunk, to_distribution
+from pas.steer.hooks import add_offsets
+
+if TYPE_CHECKING:
+    from pas.steer.vector import SteeringVector
 
 GAINS: tuple[float, ...] = (0.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # logits of tilt per answer point the readouts predict
 SHIFTS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -76,7 +80,8 @@ def _letter_jacobian(scorer: ItemScorer, ids: Sequence[int]) -> tuple[torch.Tens
     model = scorer.model
     lay = layout(model)
     enc = scorer.encode(ids)
-    rows, mean = [], None
+    rows: list[torch.Tensor] = []
+    mean: torch.Tensor | None = None
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -86,17 +91,20 @@ def _letter_jacobian(scorer: ItemScorer, ids: Sequence[int]) -> tuple[torch.Tens
             with add_offsets(model, z):
                 letters = final_logits(model, enc, scorer.letter_ids)[:, :5]
             (letters[:, k] - letters.mean(1)).sum().backward()
+            assert z.grad is not None  # backward() has just filled it
             rows.append(z.grad.float().cpu() / len(ids))
             if mean is None:  # zero offsets: the unsteered letter logits
                 mean = letters.detach().float().cpu().mean(0)
     finally:
-        for p, r in zip(model.parameters(), requires):
+        for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
     jac = torch.stack(rows).reshape(5, lay.n_layers, lay.n_heads, lay.head_dim)
+    assert mean is not None  # set at the first letter
     return jac, mean - mean.mean()
 
 
-def calibrations(scorer: ItemScorer, ids: Sequence[int], both_orders: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def calibrations(scorer: ItemScorer, ids: Sequence[int],
+                 both_orders: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`letter_jacobian` of the scorer's option order (and of the reversed one with ``both_orders``)."""
     return [letter_jacobian(sc, ids) for sc in ([scorer, scorer.reversed()] if both_orders else [scorer])]
 
@@ -131,9 +139,10 @@ class HeadReadouts:
     cv_mean: np.ndarray  # out-of-fold mean prediction of the heads, per known item
 
 
-def fit_head_readouts(heads: torch.Tensor, y: np.ndarray, bank, subject: Subject, ids: Sequence[int],
+def fit_head_readouts(heads: torch.Tensor, y: np.ndarray, bank: ItemBank, subject: Subject, ids: Sequence[int],
                       seed: int = 0) -> HeadReadouts:
-    """Per head, :func:`pas.fit.readout.fit_readout` of its own output ``heads [N, H, D]`` (same folds for all heads)."""
+    """Per head, :func:`pas.fit.readout.fit_readout` of its own output ``heads [N, H, D]`` (same folds for all
+    heads)."""
     fits = [fit_readout({h: heads[:, h].numpy()}, y, bank, subject, ids, ridge_lambdas=HEAD_RIDGE, seed=seed)
             for h in range(heads.shape[1])]
     raw = [f.raw() for f in fits]
@@ -159,7 +168,8 @@ def readout_gates(weights: torch.Tensor, intercepts: torch.Tensor, gain: float, 
 
 
 def gate_tables(weights: torch.Tensor, intercepts: torch.Tensor, layer: int, tilt: torch.Tensor,
-                correction: torch.Tensor, shape: tuple[int, int, int], gain: float, shift: float):
+                correction: torch.Tensor, shape: tuple[int, int, int], gain: float,
+                shift: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dense ``(weights, bias, offsets)``: :func:`readout_gates` on ``layer``, the constant correction on
     ``layer - 1``."""
     n_layers, n_heads, head_dim = shape
@@ -180,7 +190,8 @@ def gate_range(heads: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor) -
     return ((heads * weights).sum(-1) + bias).abs().amax(0)
 
 
-def recentre(vector, reference: ItemScorer, context: ItemScorer, ids: Sequence[int] | None = None):
+def recentre(vector: SteeringVector, reference: ItemScorer, context: ItemScorer,
+             ids: Sequence[int] | None = None) -> SteeringVector:
     """``vector`` with each gate re-centred for another prompt context (wording, extra turns): the gate reads
     a head's output relative to its mean over items ``ids`` (default the short form) *in that context*
     instead of in the ``reference`` context it was fitted in. Uses prompts only, no answers:
@@ -191,14 +202,16 @@ def recentre(vector, reference: ItemScorer, context: ItemScorer, ids: Sequence[i
         return vector
     ids = tuple(reference.bank.train_ids if ids is None else ids)
     shift = answer_states(context, ids).heads.mean(0) - answer_states(reference, ids).heads.mean(0)  # [L, H, D]
-    gates = vector.as_gated().gates.recentred(shift)
-    return dataclasses.replace(vector, gates=gates).relabel(
+    gates = vector.as_gated().gates
+    assert gates is not None  # a gated vector has gates
+    return dataclasses.replace(vector, gates=gates.recentred(shift)).relabel(
         derived=f"re-centred for another context of ({vector.provenance.derived})")
 
 
 def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: HeadReadouts, layer: int,
               tilt: torch.Tensor, correction: torch.Tensor, gains: Sequence[float] = GAINS,
-              shifts: Sequence[float] = SHIFTS):
+              shifts: Sequence[float] = SHIFTS
+              ) -> tuple[tuple[float, float], dict[tuple[float, float], tuple[float, float, float]]]:
     """Choose (gain, shift) by the objective on the known items, each fold gated by readouts fitted without it.
 
     Every (gain, shift) of a fold runs in one batch (:func:`pas.score.many.encoded_logits_many`) from the
@@ -217,7 +230,7 @@ def calibrate(scorer: ItemScorer, subject: Subject, ids: Sequence[int], reads: H
     full = keep_trunk(model, scorer.encode(everything), scorer.letter_ids, layer - 1)
     grid = list(itertools.product(gains, shifts))
     logits = torch.empty(len(grid), len(ids), 6)
-    for part, w, b in zip(reads.folds, reads.fold_weights, reads.fold_intercepts):
+    for part, w, b in zip(reads.folds, reads.fold_weights, reads.fold_intercepts, strict=False):
         vectors = []
         for gain, shift in grid:
             gw, gb, v = gate_tables(w, b, layer, tilt, correction, shape, gain, shift)

@@ -13,20 +13,25 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pas.core.data import DOMAINS, ItemBank, Subject
 from pas.score.metric import Objective, objective
-from pas.steer.hooks import add_offsets, dense_offsets
 from pas.score.prompts import LETTER_VALUES
 from pas.score.scorer import EncodedPrompts, final_logits, to_distribution
+from pas.steer.hooks import add_offsets, dense_offsets
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
-def split_known(bank: ItemBank, responses: Mapping[int, int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_known(bank: ItemBank, responses: Mapping[int, int], val_fraction: float,
+                seed: int) -> tuple[list[int], list[int]]:
     """Seeded fit/validation split of the answered known items, the same fraction in every domain."""
     rng = np.random.default_rng(seed)
     by_id = bank.by_id
@@ -44,7 +49,7 @@ def split_known(bank: ItemBank, responses: Mapping[int, int], val_fraction: floa
 class SteeredItems:
     """Encoded items of one subject plus what is needed to score offsets on them."""
 
-    model: torch.nn.Module
+    model: PreTrainedModel
     bank: ItemBank
     subject: Subject
     ids: tuple[int, ...]
@@ -64,7 +69,7 @@ class SteeredItems:
 
 
 def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], refine_steps: int,
-                 progress: bool = False) -> tuple[float, dict]:
+                 progress: bool = False) -> tuple[float, dict[float, tuple[float, float, float]]]:
     """Coarse grid, then golden-section refinement inside the best grid point's bracket.
 
     Returns the best alpha seen and a trace {alpha: (composite, expected, letter mass)}.
@@ -74,7 +79,7 @@ def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], 
     seen: dict[float, Objective] = {}
     bar = tqdm(total=len(set(grid)) + refine_steps + 2, desc="strength search", disable=not progress, leave=False)
 
-    def f(a: float) -> tuple[float, float]:
+    def f(a: float) -> tuple[bool, float, float]:
         if a not in seen:
             seen[a] = evaluate(a)
             bar.update()
@@ -125,8 +130,9 @@ def learn_offsets(fit: SteeredItems, val: SteeredItems, heads: Sequence[tuple[in
                   sigmas: torch.Tensor, *, steps: int, lr: float, penalty: float, patience: int, eval_every: int,
                   seed: int, progress: bool = False) -> LearnResult:
     """Gradient descent on per-head offsets (in units of each head's sigma), early-stopped on ``val``."""
-    from pas.core.arch import layout
     from tqdm.auto import tqdm
+
+    from pas.core.arch import layout
 
     torch.manual_seed(seed)
     lay = layout(fit.model)

@@ -91,7 +91,8 @@ def fit_readout(features: Mapping[object, np.ndarray], y: np.ndarray, bank: Item
         raise ValueError(f"a readout needs at least {2 * folds} known items, got {len(ids)}")
     order = np.random.default_rng(seed).permutation(len(ids))
     parts = tuple(np.sort(p) for p in np.array_split(order, folds))
-    best = None
+    best: tuple[Objective, object, float, np.ndarray, np.ndarray, np.ndarray,
+                tuple[tuple[np.ndarray, float], ...]] | None = None
     for key, x in features.items():
         x = np.asarray(x, dtype=np.float64)
         mean, scale = x.mean(0), x.std(0) + 1e-6
@@ -106,9 +107,11 @@ def fit_readout(features: Mapping[object, np.ndarray], y: np.ndarray, bank: Item
             cv = objective(bank, subject, ids, PointScores.of(pred))
             if best is None or cv.key < best[0].key:
                 best = (cv, key, lam, mean, scale, xs, tuple(models))
-    cv, key, lam, mean, scale, xs, models = best
+    if best is None:
+        raise ValueError("a readout needs at least one feature set")
+    cv, key, lam, mean, scale, xs, fold_models = best
     coef, icpt = _ridge(xs, y, lam)
-    return Readout(key, float(lam), mean, scale, coef, icpt, cv, parts, models)
+    return Readout(key, float(lam), mean, scale, coef, icpt, cv, parts, fold_models)
 
 
 def readout_layers(n_layers: int) -> tuple[int, ...]:

@@ -1,1 +1,2 @@
-"""Scoring questionnaires: prompts, the item scorer (option distributions), many people per pass, the PAPI metric, inventory scales."""
+"""Scoring questionnaires: prompts, the item scorer (option distributions), many people per pass, the PAPI metric,
+inventory scales."""

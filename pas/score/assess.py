@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pas.core.data import DOMAINS, ItemBank, Subject, keyed_score
 from pas.score.scorer import ItemScorer
 
+if TYPE_CHECKING:
+    from pas.steer.vector import SteeringVector
 
 ITEM_SETS = ("120", "180", "300")  # short form (known answers), the other 180, the whole inventory
 
@@ -103,8 +106,8 @@ class Assessment:
         return {d: mine[d] - theirs[d] for d in mine if d in theirs}
 
 
-def assess(scorer: ItemScorer, ids: Sequence[int] | None = None, *, steering=None, system: str | None = None,
-           people: Sequence[Subject] = ()) -> Assessment:
+def assess(scorer: ItemScorer, ids: Sequence[int] | None = None, *, steering: SteeringVector | None = None,
+           system: str | None = None, people: Sequence[Subject] = ()) -> Assessment:
     """The model of ``scorer`` takes the inventory (items ``ids``, default all 300) and is scored like a person.
 
     ``steering``: a :class:`pas.steer.vector.SteeringVector` (applied as for ``pas eval``);
@@ -113,8 +116,8 @@ def assess(scorer: ItemScorer, ids: Sequence[int] | None = None, *, steering=Non
     bank = scorer.bank
     ids = tuple(inventory_ids(bank, "300") if ids is None else ids)
     scores = scorer.score(ids, system, steering=steering)
-    answers = {i: int(a) for i, a in zip(ids, scores.answers)}
-    expected = {i: float(e) for i, e in zip(ids, scores.expected)}
+    answers = {i: int(a) for i, a in zip(ids, scores.answers, strict=True)}
+    expected = {i: float(e) for i, e in zip(ids, scores.expected, strict=True)}
     domains, facets = keyed_means(bank, answers)
     domains_e, facets_e = keyed_means(bank, expected)
     pct = None

@@ -8,13 +8,25 @@ questionnaire for S people costs one final-token pass over S x items rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from pas.score.scorer import EncodedBatch, EncodedPrompts, ItemScorer, OptionDistribution, keep_trunk, last_step, to_distribution
+from pas.score.scorer import (
+    EncodedBatch,
+    EncodedPrompts,
+    ItemScorer,
+    OptionDistribution,
+    keep_trunk,
+    last_step,
+    to_distribution,
+)
 from pas.steer.position import position_rule
 from pas.steer.rows import row_steering, vector_rows
 from pas.steer.vector import SteeringVector
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def _repeat(batch: EncodedBatch, s: int, skip: int = 0) -> EncodedBatch:
@@ -44,7 +56,7 @@ def score_many(scorer: ItemScorer, ids: Sequence[int], vectors: Sequence[Steerin
 
 
 @torch.no_grad()
-def encoded_logits_many(model, enc: EncodedPrompts, letter_ids: Sequence[int],
+def encoded_logits_many(model: PreTrainedModel, enc: EncodedPrompts, letter_ids: Sequence[int],
                         vectors: Sequence[SteeringVector | None], max_rows: int = 256) -> torch.Tensor:
     """``[S, N, 6]``: :func:`pas.score.scorer.final_logits` of encoded prompts under each of ``S`` vectors at once.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -69,11 +70,11 @@ def _composite(errors: dict[str, list[float]], case: str) -> tuple[dict[str, flo
 def subject_errors(bank: ItemBank, subject: Subject, pred: Prediction) -> SubjectErrors:
     """PAPI's alignment score of one prediction against the person's responses; missing items are left out."""
     by_id = bank.by_id
-    err = {d: [] for d in DOMAINS}
-    err_exp = {d: [] for d in DOMAINS}
-    err_pub = {d: [] for d in DOMAINS}
+    err: dict[str, list[float]] = {d: [] for d in DOMAINS}
+    err_exp: dict[str, list[float]] = {d: [] for d in DOMAINS}
+    err_pub: dict[str, list[float]] = {d: [] for d in DOMAINS}
     items = []
-    for item_id, ans, exp in zip(pred.ids, pred.answers, pred.expected):
+    for item_id, ans, exp in zip(pred.ids, pred.answers, pred.expected, strict=False):
         response = subject.responses.get(item_id)
         if response is None:
             continue
@@ -115,7 +116,18 @@ class Objective:
         return (not self.answering, round(self.composite, 9), self.expected)
 
 
-def objective(bank: ItemBank, subject: Subject, ids: Sequence[int], scores) -> Objective:
+class Scores(Protocol):
+    """What :func:`objective` reads: answers 1..5 and expected answers per item (and ``letter_mass`` where known),
+    e.g. an :class:`pas.score.scorer.OptionDistribution` or a readout's point scores."""
+
+    @property
+    def answers(self) -> np.ndarray: ...
+
+    @property
+    def expected(self) -> np.ndarray: ...
+
+
+def objective(bank: ItemBank, subject: Subject, ids: Sequence[int], scores: Scores) -> Objective:
     """The one validation objective: ``scores`` (``answers``, ``expected``, optionally ``letter_mass``) on ``ids``.
 
     PAS's strength search, its learned offsets' early stopping and DPO's epoch choice all

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from pas.core.data import DOMAINS, ItemBank, keyed_score
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 OPTION_NAMES: tuple[str, ...] = (
@@ -41,7 +45,7 @@ def _item_template(reverse: bool = False, style: str = "papi") -> str:
     else:
         raise ValueError(f"template style must be one of {STYLES}, not {style!r}")
     return (head + "Options:\n"
-            + "".join(f"({letter}). {name}\n" for letter, name in zip(LETTERS, _options(reverse)))
+            + "".join(f"({letter}). {name}\n" for letter, name in zip(LETTERS, _options(reverse), strict=True))
             + "\nAnswer:")
 
 
@@ -83,7 +87,8 @@ def few_shot_system(bank: ItemBank, responses: Mapping[int, int], reverse: bool 
     Answers are labelled with the letters of the questionnaire they precede (``reverse``: reversed options).
     """
     by_id = bank.by_id
-    lines = [f'- "You {second_person(by_id[i].text)}": {answer_label(a, reverse)}' for i, a in sorted(responses.items())]
+    lines = [f'- "You {second_person(by_id[i].text)}": {answer_label(a, reverse)}'
+             for i, a in sorted(responses.items())]
     return (
         "You are role-playing a specific person answering a personality questionnaire. "
         "This is how the person described themselves on other statements:\n"
@@ -147,20 +152,24 @@ class PromptTemplate:
     prefill: str = "("
     reverse_options: bool = False
     style: str = "papi"  # item wording: PAPI's, or "plain"
-    pressure: str | None = None  # a user turn before every item (e.g. "Actually, you are very shy."), to test consistency
+    # a user turn before every item (e.g. "Actually, you are very shy."), to test consistency
+    pressure: str | None = None
 
-    def render(self, tokenizer, text: str, system: str | None = None, answer: str | None = None) -> str:
+    def render(self, tokenizer: PreTrainedTokenizerBase, text: str, system: str | None = None,
+               answer: str | None = None) -> str:
         """The full model input for item ``text``; with ``answer`` the letter is appended (contrastive prompts)."""
         messages = (([{"role": "system", "content": system}] if system else [])
                     + ([{"role": "user", "content": self.pressure}] if self.pressure else [])
                     + [{"role": "user", "content": item_prompt(text, self.reverse_options, self.style)}])
         if getattr(tokenizer, "chat_template", None):
-            head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # tokenize=False gives the text; transformers types the result as every shape the call can return
+            head = cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         else:  # base models without a chat template: plain text
             head = "".join(m["content"] + "\n\n" for m in messages)
         return head + self.prefill + (answer or "")
 
-    def render_items(self, tokenizer, bank: ItemBank, ids: Sequence[int], system: str | None = None) -> list[str]:
+    def render_items(self, tokenizer: PreTrainedTokenizerBase, bank: ItemBank, ids: Sequence[int],
+                     system: str | None = None) -> list[str]:
         by_id = bank.by_id
         return [self.render(tokenizer, by_id[i].text, system) for i in ids]
 
@@ -168,7 +177,7 @@ class PromptTemplate:
         extra = f"|pressure={self.pressure!r}" if self.pressure else ""
         return f"{_item_template(self.reverse_options, self.style)!r}|prefill={self.prefill!r}{extra}"
 
-    def letter_ids(self, tokenizer) -> list[int]:
+    def letter_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         """Token ids of the letters for answer values 5, 4, 3, 2, 1 under this template's option order."""
         ids = letter_token_ids(tokenizer)
         return ids[::-1] if self.reverse_options else ids
@@ -180,7 +189,7 @@ class PromptTemplate:
         return dataclasses.replace(self, reverse_options=not self.reverse_options)
 
 
-def letter_token_ids(tokenizer) -> list[int]:
+def letter_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Token id of each option letter as it follows the prefill; each must be one token."""
     ids = []
     for letter in LETTERS:

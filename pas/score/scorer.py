@@ -17,17 +17,24 @@ Fast path, with the same results as one prompt at a time (tested):
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pas.core.arch import decoder_layers
+from pas.core.items import ItemBank
 from pas.score.prompts import LETTER_VALUES, PromptTemplate, letter_token_ids
+
+if TYPE_CHECKING:
+    from transformers import Cache, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.cache_utils import CacheLayerMixin
+
+    from pas.steer.vector import SteeringVector
 
 
 @dataclass
@@ -66,7 +73,7 @@ class EncodedBatch:
         b = self.last_ids.shape[0]
         return [(torch.cat([pk.expand(b, -1, -1, -1), k], 2), torch.cat([pv.expand(b, -1, -1, -1), v], 2))
                 if not 0 < i < skip else (k, v)
-                for i, ((pk, pv), (k, v)) in enumerate(zip(self.prefix_kv, self.kv))]
+                for i, ((pk, pv), (k, v)) in enumerate(zip(self.prefix_kv, self.kv, strict=False))]
 
     def select(self, rows: torch.Tensor, index: torch.Tensor) -> EncodedBatch:
         """Rows ``rows`` of this batch, numbered ``index`` in the new caller's list."""
@@ -91,15 +98,17 @@ class EncodedPrompts:
         for b in self.batches:
             rows = [r for r, i in enumerate(b.index.tolist()) if i in where]
             if rows:
-                batches.append(b.select(torch.tensor(rows), torch.tensor([where[b.index[r].item()] for r in rows])))
+                batches.append(b.select(torch.tensor(rows), torch.tensor([where[int(b.index[r])] for r in rows])))
         return EncodedPrompts(batches, len(positions))
 
 
-def _kv_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+def _kv_pairs(cache: Cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    # after a forward each layer holds its keys and values (transformers types layers as of any kind, maybe unset)
+    layers = cast("list[CacheLayerMixin]", cache.layers)
+    return [(cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values)) for layer in layers]
 
 
-def new_cache(model, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None):
+def new_cache(model: PreTrainedModel, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> DynamicCache:
     from transformers import DynamicCache
 
     return DynamicCache(ddp_cache_data=list(kv) if kv else None, config=model.config)
@@ -116,8 +125,8 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 
 @torch.no_grad()
 def encode_prompts(
-    model, tokenizer, texts: Sequence[str], *, batch_size: int = 32, prefix_cache: bool = True, progress: bool = False,
-    token_budget: int = 8192,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, batch_size: int = 32,
+    prefix_cache: bool = True, progress: bool = False, token_budget: int = 8192,
 ) -> EncodedPrompts:
     """Run every prompt but its last token; see the module docstring.
 
@@ -147,7 +156,8 @@ def encode_prompts(
         body_mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in bodies], device=device)
         positions = (p + body_mask.cumsum(1) - 1).clamp(min=0)
         mask = torch.cat([torch.ones(len(rows), p, dtype=body_mask.dtype, device=device), body_mask], 1)
-        kv = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix_kv] if p else None
+        kv = ([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefix_kv]
+              if prefix_kv is not None else None)  # None exactly when p == 0
         out = model(ids, attention_mask=mask, position_ids=positions, past_key_values=new_cache(model, kv),
                     use_cache=True, logits_to_keep=1)
         body_kv = [(k[:, :, p:].clone(), v[:, :, p:].clone()) for k, v in _kv_pairs(out.past_key_values)]
@@ -167,18 +177,18 @@ def encode_prompts(
 class _PassThrough(torch.nn.Module):
     """Stands in for a decoder layer below ``from_layer``: its output at the answer position is already known."""
 
-    def forward(self, hidden_states, *args, **kwargs):
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return hidden_states
 
 
 @contextmanager
-def _trunk(model, layer: int, batch: EncodedBatch):
+def _trunk(model: PreTrainedModel, layer: int, batch: EncodedBatch) -> Iterator[int]:
     """From layer ``layer`` up only, starting from the batch's kept input to it; or, when it is not kept yet,
     a normal pass that keeps it."""
     layers = decoder_layers(model)
     known = batch.trunk.get(layer)
     if known is None:
-        def keep(module, args, kwargs):
+        def keep(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             hidden = args[0] if args else kwargs["hidden_states"]
             batch.trunk[layer] = hidden.detach().clone()
 
@@ -189,7 +199,8 @@ def _trunk(model, layer: int, batch: EncodedBatch):
             handle.remove()
         return
 
-    def swap(module, args, kwargs):
+    def swap(module: torch.nn.Module, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if args:
             return (known.to(args[0].dtype),) + tuple(args[1:]), kwargs
         return args, {**kwargs, "hidden_states": known.to(kwargs["hidden_states"].dtype)}
@@ -206,7 +217,8 @@ def _trunk(model, layer: int, batch: EncodedBatch):
         handle.remove()
 
 
-def last_step(model, batch: EncodedBatch, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
+def last_step(model: PreTrainedModel, batch: EncodedBatch, letter_ids: Sequence[int],
+              from_layer: int = 0) -> torch.Tensor:
     """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp).
 
     ``from_layer`` k > 0: nothing hooked into the model acts below layer k (the caller's promise), so the
@@ -218,7 +230,7 @@ def last_step(model, batch: EncodedBatch, letter_ids: Sequence[int], from_layer:
     return _last_step(model, batch, letter_ids, 0)
 
 
-def _last_step(model, batch: EncodedBatch, letter_ids: Sequence[int], skip: int) -> torch.Tensor:
+def _last_step(model: PreTrainedModel, batch: EncodedBatch, letter_ids: Sequence[int], skip: int) -> torch.Tensor:
     out = model(batch.last_ids, attention_mask=batch.mask, position_ids=batch.positions,
                 past_key_values=new_cache(model, batch.full_kv(skip)), use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1, :].float()
@@ -226,7 +238,8 @@ def _last_step(model, batch: EncodedBatch, letter_ids: Sequence[int], skip: int)
     return torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1)
 
 
-def final_logits(model, encoded: EncodedPrompts, letter_ids: Sequence[int], from_layer: int = 0) -> torch.Tensor:
+def final_logits(model: PreTrainedModel, encoded: EncodedPrompts, letter_ids: Sequence[int],
+                 from_layer: int = 0) -> torch.Tensor:
     """Run the last token of every prompt: ``[N, 6]`` in the caller's order (see :func:`last_step`).
 
     Differentiable with respect to anything hooked into the model (used to learn offsets).
@@ -239,7 +252,8 @@ def final_logits(model, encoded: EncodedPrompts, letter_ids: Sequence[int], from
 
 
 @torch.no_grad()
-def keep_trunk(model, encoded: EncodedPrompts, letter_ids: Sequence[int], layer: int) -> EncodedPrompts:
+def keep_trunk(model: PreTrainedModel, encoded: EncodedPrompts, letter_ids: Sequence[int],
+               layer: int) -> EncodedPrompts:
     """``encoded`` with every batch's unsteered input to ``layer`` kept (one unsteered pass where missing), so
     that selections of it (:meth:`EncodedPrompts.select`) share it. Call it with nothing hooked into the model."""
     for b in encoded.batches:
@@ -257,11 +271,11 @@ def to_distribution(logits6: torch.Tensor) -> OptionDistribution:
 
 
 def score_texts(
-    model,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     *,
-    steering=None,
+    steering: SteeringVector | None = None,
     batch_size: int = 32,
     prefix_cache: bool = True,
     progress: bool = False,
@@ -314,7 +328,8 @@ class ItemScorer:
     subject (and for any "last"-mode steering), so they are computed once per run.
     """
 
-    def __init__(self, model, tokenizer, bank, template=None, *, batch_size: int = 32, progress: bool = False):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, bank: ItemBank,
+                 template: PromptTemplate | None = None, *, batch_size: int = 32, progress: bool = False) -> None:
         self.model, self.tokenizer, self.bank = model, tokenizer, bank
         self.template = template or PromptTemplate()
         self.batch_size, self.progress = batch_size, progress
@@ -322,7 +337,7 @@ class ItemScorer:
         self._encodings: dict[tuple[tuple[int, ...], str | None], EncodedPrompts] = {}
         self._prompted: dict[tuple[tuple[int, ...], str], OptionDistribution] = {}
         self._variants: dict[PromptTemplate, ItemScorer] = {}
-        self._last_system: tuple | None = None
+        self._last_system: tuple[tuple[tuple[int, ...], str | None], EncodedPrompts] | None = None
 
     def variant(self, template: PromptTemplate) -> ItemScorer:
         """A scorer for the same model and items under another template (its own encodings, made once)."""
@@ -354,7 +369,8 @@ class ItemScorer:
             self._last_system = (key, enc)
         return enc
 
-    def score(self, ids: Sequence[int], system: str | None = None, steering=None) -> OptionDistribution:
+    def score(self, ids: Sequence[int], system: str | None = None,
+              steering: SteeringVector | None = None) -> OptionDistribution:
         """Option distributions for items ``ids``; ``steering`` a :class:`SteeringVector` or None.
 
         A vector that steers the prompt body (:func:`pas.steer.position.position_rule`) needs fresh encodings;
@@ -372,7 +388,7 @@ class ItemScorer:
             return self._prompted[key]
         return self._score(ids, system, steering)
 
-    def _score(self, ids: Sequence[int], system: str | None, steering) -> OptionDistribution:
+    def _score(self, ids: Sequence[int], system: str | None, steering: SteeringVector | None) -> OptionDistribution:
         from pas.steer.position import steer
 
         with torch.no_grad():

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from pas.fit.activations import answer_states
 from pas.core.data import Subject
+from pas.fit.activations import answer_states
 from pas.score.metric import objective
 from pas.score.scorer import ItemScorer, OptionDistribution, ScorerCache
 from pas.steer.vector import SteeringVector, item_hash
@@ -97,10 +97,10 @@ def fit_persona(scorer: ItemScorer, text: str, *, construction: str = "contrast"
     if construction == "profile":
         from pas.space.poles import profile_vector
 
-        unit = profile_vector(scorer, {i: float(e) for i, e in zip(ids, prompted.expected)}, name)
+        unit = profile_vector(scorer, {i: float(e) for i, e in zip(ids, prompted.expected, strict=True)}, name)
     else:
         unit = SteeringVector.for_model(scorer.model, persona_contrast(scorer, text, ids), positions="last")
-    target = Subject("persona", {i: int(a) for i, a in zip(ids, prompted.answers)}, bank=scorer.bank)
+    target = Subject("persona", {i: int(a) for i, a in zip(ids, prompted.answers, strict=True)}, bank=scorer.bank)
     strength, trace = distil_strength(scorer, unit, target, ids)
     vector = (unit * strength).relabel(derived=None, subject=name, method="persona", item_hash=item_hash(ids),
                                        bank=scorer.bank.fingerprint(),
@@ -117,8 +117,8 @@ def pole_coefficients(scorer: ItemScorer, prompted: Mapping[int, float], ids: Se
     domain that way; at most :data:`MAX_COEFFICIENT`). Both from expected answers, which move smoothly.
     ``poles``: default the statement poles of :func:`statement_poles`, whose calibration on ``ids`` the scorer
     remembers (other poles are calibrated on every call)."""
-    from pas.score.assess import keyed_means
     from pas.core.data import DOMAINS
+    from pas.score.assess import keyed_means
 
     if poles is None:
         base, per_unit = POLE_PER_UNIT.get(scorer, tuple(ids),
@@ -134,7 +134,8 @@ def pole_coefficients(scorer: ItemScorer, prompted: Mapping[int, float], ids: Se
     return coefficients, shifts
 
 
-def _pole_per_unit(scorer: ItemScorer, ids: Sequence[int], poles: Mapping[str, SteeringVector]):
+def _pole_per_unit(scorer: ItemScorer, ids: Sequence[int],
+                   poles: Mapping[str, SteeringVector]) -> tuple[dict[str, float], dict[str, float]]:
     """The unprompted model's expected domain scores on ``ids``, and each pole's own-domain shift (toward its
     side) at strength 1 there."""
     from pas.score.assess import assess
@@ -162,7 +163,7 @@ def pole_mixture(scorer: ItemScorer, text: str, ids: Sequence[int], prompted: Op
     from functools import reduce
 
     poles = statement_poles(scorer)
-    coefficients, shifts = pole_coefficients(scorer, dict(zip(ids, map(float, prompted.expected))), ids)
+    coefficients, shifts = pole_coefficients(scorer, dict(zip(ids, map(float, prompted.expected), strict=False)), ids)
     total = reduce(lambda a, b: a + b, [c * poles[p] for p, c in coefficients.items()])
     vector = total.relabel(subject=name, method="persona", item_hash=item_hash(ids), bank=scorer.bank.fingerprint(),
                            config={"persona": text, "construction": "poles"})

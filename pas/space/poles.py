@@ -31,14 +31,14 @@ Every profile of one model shares that push, so vectors add where the arithmetic
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from pas.fit.activations import answer_states
 from pas.core.arch import layout
-
 from pas.core.data import DOMAINS, ItemBank, Subject
+from pas.fit.activations import answer_states
 from pas.fit.gated import NEUTRAL, calibrations, fit_head_readouts, gate_range, pushes, readout_gates
 from pas.score.scorer import ItemScorer
 from pas.steer.vector import Provenance, SteeringVector, item_hash
@@ -118,7 +118,7 @@ def quartile_sheet(bank: ItemBank, people: Sequence[Subject], pole: str, ids: Se
         raise ValueError(f"no {domain} items among the {len(ids)} items to build the {pole_name(pole)} sheet from")
     if not 0 < fraction <= 0.5:
         raise ValueError(f"fraction must be in (0, 0.5]; got {fraction}")
-    scored = [(float(np.mean(list(k.values()))), p) for p in people if (k := p.keyed_scores(own))]
+    scored = [(float(np.mean(list(keyed.values()))), p) for p in people if (keyed := p.keyed_scores(own))]
     k = int(round(fraction * len(scored)))
     if k < 1:
         raise ValueError(f"{len(scored)} people answered {domain} items: too few for a {fraction:.0%} split")
@@ -143,7 +143,8 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
     layer = layer % lay.n_layers
     ids = sorted(sheet)
     y = np.array([sheet[i] for i in ids], dtype=np.float64)
-    person = Subject(name, dict(sheet), bank=bank)
+    # the sheet's answers may be fractional (a group's means): the readouts and the metric read them as numbers
+    person = Subject(name, cast("dict[int, int]", dict(sheet)), bank=bank)
     known = answer_states(scorer, bank.train_ids)
     reads = fit_head_readouts(known.rows(ids).heads[:, layer], y, bank, person, ids, seed=seed)
     tilt, _ = pushes(calibrations(scorer, bank.train_ids, both_orders=False), layer)
@@ -161,7 +162,7 @@ def profile_vector(scorer: ItemScorer, sheet: Mapping[int, float], name: str, *,
 
 
 def pole_vectors(scorer: ItemScorer, poles: Sequence[str] = POLES, *, source: str = "statements",
-                 people: Sequence[Subject] | None = None, **kw) -> dict[str, SteeringVector]:
+                 people: Sequence[Subject] | None = None, **kw: Any) -> dict[str, SteeringVector]:
     """One vector per pole from the short-form items: from their keying (``source="statements"``, no person's
     answers) or from ``people``'s answers (``"people"``, :func:`quartile_sheet`)."""
     if source not in POLE_SOURCES:
@@ -170,7 +171,7 @@ def pole_vectors(scorer: ItemScorer, poles: Sequence[str] = POLES, *, source: st
         raise ValueError("source='people' needs the people to build the poles from (e.g. load_papi().subjects)")
 
     def sheet(p: str) -> dict[int, float]:
-        return pole_sheet(scorer.bank, p) if source == "statements" else quartile_sheet(scorer.bank, people, p)
+        return pole_sheet(scorer.bank, p) if source == "statements" else quartile_sheet(scorer.bank, people or (), p)
 
     return {pole_name(p): profile_vector(scorer, sheet(p), pole_name(p), source=source, **kw).relabel(method="pole")
             for p in poles}
@@ -185,14 +186,17 @@ def combine(poles: Mapping[str, SteeringVector], names: Sequence[str], label: st
     return total.relabel(subject=label, method="type", config=config)
 
 
-def type_vector(scorer: ItemScorer, mbti: str, poles: Mapping[str, SteeringVector] | None = None,
-                **kw) -> SteeringVector:
-    """An MBTI type's vector: the sum of its four poles (built here unless ``poles`` are given)."""
+def type_vector(scorer: ItemScorer | None, mbti: str, poles: Mapping[str, SteeringVector] | None = None,
+                **kw: Any) -> SteeringVector:
+    """An MBTI type's vector: the sum of its four poles (built here with ``scorer`` unless ``poles`` are given)."""
     names = type_poles(mbti)
-    poles = poles if poles is not None else pole_vectors(scorer, names, **kw)
+    if poles is None:
+        if scorer is None:
+            raise ValueError(f"the {mbti!r} vector needs its poles or an ItemScorer to build them")
+        poles = pole_vectors(scorer, names, **kw)
     return combine(poles, names, mbti.strip().upper())
 
 
-def group_vector(scorer: ItemScorer, people: Sequence[Subject], name: str = "group", **kw) -> SteeringVector:
+def group_vector(scorer: ItemScorer, people: Sequence[Subject], name: str = "group", **kw: Any) -> SteeringVector:
     """A group's vector from its members' mean short-form answers."""
     return profile_vector(scorer, group_sheet(scorer.bank, people), name, **kw).relabel(method="group")

@@ -29,7 +29,7 @@ class SteeringSpec:
     distilled into a vector (:mod:`pas.space.persona`).
     """
 
-    vector: str | os.PathLike | None = None
+    vector: str | os.PathLike[str] | None = None
     trait: str | None = None
     type: str | None = None
     cases: tuple[str, ...] | None = None
@@ -87,6 +87,8 @@ def vector_from_spec(spec: SteeringSpec, model: PreTrainedModel, scorer: ItemSco
         if bank is not None:
             vector.check_bank(bank, allow_other=allow_other_items)
         return vector
+    if scorer is None:  # nothing to build: a source to build without a scorer was refused above
+        return None
     if spec.trait is not None:
         return pole_vectors(scorer, [spec.trait])[pole_name(spec.trait)]
     if spec.type is not None:
@@ -101,7 +103,7 @@ def vector_from_spec(spec: SteeringSpec, model: PreTrainedModel, scorer: ItemSco
     return None
 
 
-def read_cases(path: str | os.PathLike) -> tuple[str, ...]:
+def read_cases(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Subject ids from a file, one per line (``#`` starts a comment)."""
     cases = [line.split("#")[0].strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
     cases = [c for c in cases if c]

@@ -1,1 +1,2 @@
-"""Steering: the vector (what is applied), its file, hooks, folding, the position rule, per-row steering, chat, fluency."""
+"""Steering: the vector (what is applied), its file, hooks, folding, the position rule, per-row steering, chat,
+fluency."""

@@ -11,11 +11,18 @@ tokens costs one tokenisation, and past its context a model answers nonsense or 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from pas.steer.position import steer
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+    from pas.core.models import CausalLM
+    from pas.steer.vector import SteeringVector
 
 MAX_SANE_TOKENIZER_LIMIT = 10_000_000  # tokenizers that know no limit report about 1e30
 
@@ -24,7 +31,7 @@ class ContextLengthError(ValueError):
     """An input longer than the model reads; the message gives the count, the limit and what to shorten."""
 
 
-def context_limit(model, tokenizer=None) -> int | None:
+def context_limit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None) -> int | None:
     """Tokens ``model`` reads at most: its config's ``max_position_embeddings`` (GPT-2: ``n_positions``), else
     ``tokenizer.model_max_length`` when that is a real limit; None when neither says."""
     config = getattr(model, "config", None)
@@ -38,16 +45,18 @@ def context_limit(model, tokenizer=None) -> int | None:
     return int(n) if isinstance(n, int) and 0 < n < MAX_SANE_TOKENIZER_LIMIT else None
 
 
-def count_tokens(tokenizer, text_or_messages: str | Sequence[dict]) -> int:
+def count_tokens(tokenizer: PreTrainedTokenizerBase, text_or_messages: str | Sequence[dict]) -> int:
     """Tokens of a text, or of messages as the chat template lays them out (with the assistant's turn opened)."""
     if isinstance(text_or_messages, str):
         return len(tokenizer.encode(text_or_messages, add_special_tokens=False))
-    text = tokenizer.apply_chat_template(list(text_or_messages), tokenize=False, add_generation_prompt=True)
+    # tokenize=False gives the text; transformers types the result as every shape the call can return
+    text = cast(str, tokenizer.apply_chat_template(list(text_or_messages), tokenize=False,
+                                                   add_generation_prompt=True))
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def check_fits(tokenizer, model, text_or_messages: str | Sequence[dict], *, reserve: int = 0,
-               what: str = "the input", reserve_for: str = "the reply") -> int:
+def check_fits(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, text_or_messages: str | Sequence[dict], *,
+               reserve: int = 0, what: str = "the input", reserve_for: str = "the reply") -> int:
     """The token count of ``text_or_messages``; raises :class:`ContextLengthError` when it and ``reserve`` more
     tokens (``reserve_for``: the reply, a questionnaire prompt around a system prompt) pass the model's context.
 
@@ -77,8 +86,8 @@ def refuse_over(n: int, limit: int | None, *, reserve: int = 0, what: str = "the
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompt: str | list[dict], vector=None, *, max_new_tokens: int = 128,
-             system: str | None = None) -> str:
+def generate(model: CausalLM, tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict],
+             vector: SteeringVector | None = None, *, max_new_tokens: int = 128, system: str | None = None) -> str:
     """Greedy reply to ``prompt`` (a user message or a message list) with ``vector`` steering on.
 
     Raises :class:`ContextLengthError` before generating when the prompt and ``max_new_tokens`` pass the
@@ -86,7 +95,9 @@ def generate(model, tokenizer, prompt: str | list[dict], vector=None, *, max_new
     """
     messages = prompt if isinstance(prompt, list) else (
         ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}])
-    enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    # return_dict=True gives a BatchEncoding; transformers types the result as every shape the call can return
+    enc: Mapping[str, Any] = cast("BatchEncoding", tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True))
     refuse_over(enc["input_ids"].shape[1], context_limit(model, tokenizer), reserve=max_new_tokens,
                 what="the conversation" if isinstance(prompt, list) else "the prompt",
                 reserve_for=f"the reply (max_new_tokens={max_new_tokens})")
@@ -94,10 +105,12 @@ def generate(model, tokenizer, prompt: str | list[dict], vector=None, *, max_new
     with steer(model, vector, "generate"):
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    # one sequence decodes to one text; transformers types the result as a text or a batch of them
+    return cast(str, tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)).strip()
 
 
-def chat_loop(model, tokenizer, vector=None, *, max_new_tokens: int = 128, system: str | None = None) -> None:
+def chat_loop(model: CausalLM, tokenizer: PreTrainedTokenizerBase, vector: SteeringVector | None = None, *,
+              max_new_tokens: int = 128, system: str | None = None) -> None:
     """Read user turns from stdin until EOF or 'exit'; keeps the conversation (after ``system``, if given).
 
     A turn that would take the conversation past the model's context is dropped with a note; the

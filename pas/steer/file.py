@@ -50,7 +50,7 @@ def tensors(vector: SteeringVector) -> dict[str, torch.Tensor]:
     return {k: t.contiguous() for k, t in out.items()}
 
 
-def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def check_writable(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Check that a file can be written to ``path`` (creating its folder); call it before long work.
 
     Raises :class:`FileExistsError` for an existing file without ``overwrite`` and
@@ -81,7 +81,7 @@ def _umask() -> int:
     return mask
 
 
-def save(vector: SteeringVector, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save(vector: SteeringVector, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write ``vector`` atomically; refuses to replace a file unless ``overwrite``. A failed write leaves
     nothing behind (no temporary file, the old file untouched). The file's mode follows the umask."""
     path = check_writable(path, overwrite=overwrite)
@@ -140,7 +140,7 @@ def _required(cls: type, given: dict[str, Any]) -> list[str]:
     return sorted(set(need) - set(given))
 
 
-def load(path: str | os.PathLike) -> SteeringVector:
+def load(path: str | os.PathLike[str]) -> SteeringVector:
     """Read and validate a steering-vector file of any readable format."""
     from pas.steer.vector import Provenance, SteeringVector
 

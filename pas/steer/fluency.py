@@ -14,8 +14,15 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pas.core.models import CausalLM
+    from pas.steer.vector import SteeringVector
 
 PERPLEXITY_BOUND = 1.3  # steered / base perplexity on the neutral replies
 STRENGTH_GRID = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)  # tried from the strongest down
@@ -55,13 +62,14 @@ def check_strength(strength: float) -> float:
     return s
 
 
-def _chat_ids(tokenizer, prompt: str) -> list[int]:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+def _chat_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    # tokenize=False gives the text; transformers types the result as every shape the call can return
+    text = cast(str, tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                   add_generation_prompt=True))
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def _replies_key(model, prompts: Sequence[str], max_new_tokens: int = REPLY_TOKENS) -> str:
+def _replies_key(model: PreTrainedModel, prompts: Sequence[str], max_new_tokens: int = REPLY_TOKENS) -> str:
     """Which base replies these are: model weights, dtype, prompts and reply length."""
     from pas.core.models import model_name, weights_digest, weights_sample
 
@@ -73,7 +81,7 @@ _BASE_NLL: dict[str, float] = {}
 
 
 @torch.no_grad()
-def base_replies(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS,
+def base_replies(model: CausalLM, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str] = NEUTRAL_PROMPTS,
                  max_new_tokens: int = REPLY_TOKENS) -> list[list[int]]:
     """The unsteered model's greedy reply tokens to each prompt; cached on disk per model weights."""
     from pas.core.models import cache_dir
@@ -93,14 +101,15 @@ def base_replies(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS,
 
 
 @torch.no_grad()
-def reply_nll(model, tokenizer, vector=None, prompts: Sequence[str] = NEUTRAL_PROMPTS,
-              replies: Sequence[Sequence[int]] | None = None) -> float:
-    """Mean negative log-likelihood per reply token, ``vector`` steering as in chat (phase "reply" of :func:`pas.steer.position.position_rule`)."""
+def reply_nll(model: CausalLM, tokenizer: PreTrainedTokenizerBase, vector: SteeringVector | None = None,
+              prompts: Sequence[str] = NEUTRAL_PROMPTS, replies: Sequence[Sequence[int]] | None = None) -> float:
+    """Mean negative log-likelihood per reply token, ``vector`` steering as in chat (phase "reply" of
+    :func:`pas.steer.position.position_rule`)."""
     from pas.steer.position import steer
 
     replies = base_replies(model, tokenizer, prompts) if replies is None else replies
     total, count = 0.0, 0
-    for prompt, reply in zip(prompts, replies):
+    for prompt, reply in zip(prompts, replies, strict=False):
         if not reply:
             continue
         head = _chat_ids(tokenizer, prompt)
@@ -113,7 +122,7 @@ def reply_nll(model, tokenizer, vector=None, prompts: Sequence[str] = NEUTRAL_PR
     return total / max(count, 1)
 
 
-def base_nll(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS) -> float:
+def base_nll(model: CausalLM, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str] = NEUTRAL_PROMPTS) -> float:
     """:func:`reply_nll` of the unsteered model, computed once per process for these weights and prompts."""
     key = _replies_key(model, prompts)
     if key not in _BASE_NLL:
@@ -121,15 +130,18 @@ def base_nll(model, tokenizer, prompts: Sequence[str] = NEUTRAL_PROMPTS) -> floa
     return _BASE_NLL[key]
 
 
-def perplexity_ratio(model, tokenizer, vector, prompts: Sequence[str] = NEUTRAL_PROMPTS) -> float:
+def perplexity_ratio(model: CausalLM, tokenizer: PreTrainedTokenizerBase, vector: SteeringVector,
+                     prompts: Sequence[str] = NEUTRAL_PROMPTS) -> float:
     """Steered / base perplexity of the base model's replies to ``prompts`` (1 = as fluent as base)."""
     replies = base_replies(model, tokenizer, prompts)
     return math.exp(reply_nll(model, tokenizer, vector, prompts, replies) - base_nll(model, tokenizer, prompts))
 
 
-def chat_strength(model, tokenizer, vector, bound: float = PERPLEXITY_BOUND,
+def chat_strength(model: CausalLM, tokenizer: PreTrainedTokenizerBase, vector: SteeringVector,
+                  bound: float = PERPLEXITY_BOUND,
                   grid: Sequence[float] = STRENGTH_GRID) -> tuple[float, dict[float, float]]:
-    """The largest strength in ``grid`` whose perplexity ratio is within ``bound`` (0 if none), and every ratio tried."""
+    """The largest strength in ``grid`` whose perplexity ratio is within ``bound`` (0 if none), and every ratio
+    tried."""
     replies = base_replies(model, tokenizer)
     base = base_nll(model, tokenizer)
     ratios = {}

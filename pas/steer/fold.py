@@ -8,18 +8,23 @@ restores the originals bit for bit), and per-row steering uses it as a per-row b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from pas.core.arch import layout, o_proj_modules, o_proj_weight
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-def output_shift(model: nn.Module, offsets: torch.Tensor) -> torch.Tensor:
+
+def output_shift(model: PreTrainedModel, offsets: torch.Tensor) -> torch.Tensor:
     """``[L, hidden]`` fp32: ``W_o @ delta`` per layer for per-head offsets ``[L, H, D]`` (or ``[L, H*D]``)."""
     conv1d = layout(model).conv1d
     flat = offsets.reshape(offsets.shape[0], -1)
-    return torch.stack([o_proj_weight(proj, conv1d).float() @ flat[layer].to(proj.weight.device, torch.float32)
+    return torch.stack([o_proj_weight(proj, conv1d).float()
+                        @ flat[layer].to(cast(torch.Tensor, proj.weight).device, torch.float32)
                         for layer, proj in enumerate(o_proj_modules(model))])
 
 
@@ -27,29 +32,31 @@ def output_shift(model: nn.Module, offsets: torch.Tensor) -> torch.Tensor:
 class FoldedSteering:
     """A vector folded into output-projection biases; ``unfold()`` puts the originals back bit for bit."""
 
-    model: nn.Module
+    model: PreTrainedModel
     saved: list[tuple[nn.Module, torch.Tensor | None]]
 
     @classmethod
-    def fold(cls, model: nn.Module, offsets: torch.Tensor) -> FoldedSteering:
+    def fold(cls, model: PreTrainedModel, offsets: torch.Tensor) -> FoldedSteering:
         """Add ``W_o @ delta`` to the bias of every layer whose offsets are not all zero (mutates ``model``:
         a projection without a bias gets one)."""
         shifts = output_shift(model, offsets)
-        saved = []
+        saved: list[tuple[nn.Module, torch.Tensor | None]] = []
         with torch.no_grad():
             for layer, proj in enumerate(o_proj_modules(model)):
                 if not bool(offsets[layer].any()):
                     continue
-                original = None if proj.bias is None else proj.bias.detach().clone()
+                bias, weight = cast("torch.Tensor | None", proj.bias), cast(torch.Tensor, proj.weight)
+                original = None if bias is None else bias.detach().clone()
                 saved.append((proj, original))
                 base = torch.zeros_like(shifts[layer]) if original is None else original.float()
-                proj.bias = nn.Parameter((base + shifts[layer]).to(proj.weight.dtype), requires_grad=False)
+                proj.bias = nn.Parameter((base + shifts[layer]).to(weight.dtype), requires_grad=False)
         return cls(model, saved)
 
     def unfold(self) -> None:
         with torch.no_grad():
             for proj, original in self.saved:
-                proj.bias = None if original is None else nn.Parameter(original, requires_grad=False)
+                # nn.Module.__setattr__ takes None for a registered parameter; torch types it Tensor | Module
+                proj.bias = None if original is None else nn.Parameter(original, requires_grad=False)  # type: ignore[assignment]
         self.saved.clear()
 
     def __enter__(self) -> FoldedSteering:

@@ -16,11 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from pas.core.arch import layout, o_proj_modules
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+# a forward pre-hook on an output projection: new positional inputs, or None to leave them as they are
+PreHook = Callable[[nn.Module, tuple[Any, ...]], "tuple[Any, ...] | None"]
 
 
 @dataclass
@@ -28,7 +36,7 @@ class _PositionState:
     offset: int = 0  # tokens already in the KV cache when the current forward started
 
 
-def _past_length(kwargs: dict) -> int:
+def _past_length(kwargs: dict[str, Any]) -> int:
     pkv = kwargs.get("past_key_values")
     if pkv is not None and hasattr(pkv, "get_seq_length"):
         return int(pkv.get_seq_length())
@@ -42,7 +50,7 @@ def _past_length(kwargs: dict) -> int:
 class SteeringHandle:
     """Live hooks on a model. ``remove()`` (or leaving the ``with`` block) takes them all off."""
 
-    handles: list = field(default_factory=list)
+    handles: list[RemovableHandle] = field(default_factory=list)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -52,12 +60,12 @@ class SteeringHandle:
     def __enter__(self) -> SteeringHandle:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.remove()
 
 
 def add_offsets(
-    model: nn.Module,
+    model: PreTrainedModel,
     offsets: torch.Tensor,
     *,
     start: int | None = None,
@@ -89,22 +97,28 @@ def add_offsets(
         if rows is None:
             # a fresh contiguous tensor per layer (no storage offset): compiled kernels see one layout
             own = offsets[layer] if offsets.requires_grad else offsets[layer].clone()
-            hook = _make_hook(lambda x, own=own: own, state, start, last_only)
+            hook = _make_hook(_constant(own), state, start, last_only)
         else:
             own = table[rows, layer][:, None, :]  # gathered once: rows are fixed while the hook lives
-            hook = _make_hook(lambda x, own=own: own, state, start, last_only)
+            hook = _make_hook(_constant(own), state, start, last_only)
         handle.handles.append(proj.register_forward_pre_hook(hook))
     return handle
 
 
-def _track_positions(state: _PositionState):
-    def pre(module, args, kwargs):
+def _constant(delta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``delta_for`` of :func:`_make_hook` for a fixed offset: ``delta`` whatever the input."""
+    return lambda x: delta
+
+
+def _track_positions(state: _PositionState) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]:
+    def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         state.offset = _past_length(kwargs)
 
     return pre
 
 
-def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: bool):
+def _make_hook(delta_for: Callable[[torch.Tensor], torch.Tensor], state: _PositionState, start: int | None,
+               last_only: bool) -> PreHook:
     """Pre-hook adding ``delta_for(x)`` to the positions the gate selects.
 
     Only a partial gate (some positions of this call steered, some not: a prompt's prefill)
@@ -114,7 +128,7 @@ def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: b
     """
     from pas_kernels import add_head_offsets
 
-    def step(x, first):
+    def step(x: torch.Tensor, first: int) -> torch.Tensor:
         if first == 0:
             return x + delta_for(x).to(x.dtype)
         return add_head_offsets(x, delta_for(x), torch.tensor(first))
@@ -122,10 +136,11 @@ def _make_hook(delta_for, state: _PositionState, start: int | None, last_only: b
     return _gated_positions(step, state, start, last_only)
 
 
-def _gated_positions(step, state: _PositionState, start: int | None, last_only: bool):
+def _gated_positions(step: Callable[[torch.Tensor, int], torch.Tensor], state: _PositionState, start: int | None,
+                     last_only: bool) -> PreHook:
     """The one position rule of every hook: ``step(x, first)`` steers positions ``>= first`` of this call."""
 
-    def pre(module, args):
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         x = args[0]
         t = x.shape[-2]
         first = 0 if start is None else max(start - state.offset, 0)
@@ -139,7 +154,7 @@ def _gated_positions(step, state: _PositionState, start: int | None, last_only: 
 
 
 def add_gated(
-    model: nn.Module,
+    model: PreTrainedModel,
     weights: torch.Tensor,
     bias: torch.Tensor,
     offsets: torch.Tensor,
@@ -161,7 +176,7 @@ def add_gated(
     learning = weights.requires_grad or bias.requires_grad or offsets.requires_grad
     if limit is None:
         limit = torch.full_like(bias.detach(), float("inf"))
-    tables = (weights, bias, offsets, limit)
+    tables: tuple[torch.Tensor, ...] = (weights, bias, offsets, limit)
     if rows is not None:
         tables = tuple(torch.cat([t, t.new_zeros(1, *t.shape[1:])]) for t in tables)  # row -1 -> zeros
         tables = tuple(t[rows].transpose(0, 1)[:, :, None] for t in tables)  # [L, B, 1, ...], gathered once
@@ -180,18 +195,18 @@ def add_gated(
 
 
 def _make_gated_hook(w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, lim: torch.Tensor, state: _PositionState,
-                     start: int | None, last_only: bool):
+                     start: int | None, last_only: bool) -> PreHook:
     """Pre-hook for gated offsets; as in :func:`_make_hook`, only a partial gate runs the compiled kernel."""
     from pas_kernels import add_gated_offsets
 
-    def step(x, first):
+    def step(x: torch.Tensor, first: int) -> torch.Tensor:
         kernel = add_gated_offsets.reference if first == 0 else add_gated_offsets
         return kernel(x, w, b, v, torch.tensor(first), lim)
 
     return _gated_positions(step, state, start, last_only)
 
 
-def add_row_biases(model: nn.Module, table: torch.Tensor, rows: torch.Tensor) -> SteeringHandle:
+def add_row_biases(model: PreTrainedModel, table: torch.Tensor, rows: torch.Tensor) -> SteeringHandle:
     """Folded per-row steering: add ``table[rows[b], layer]`` to each output projection's *output*.
 
     table: ``[n_vectors, n_layers, hidden]`` holding exact ``W_o @ delta`` per vector (see
@@ -224,15 +239,15 @@ def dense_offsets(
 
 
 @contextmanager
-def record_head_outputs(model: nn.Module) -> Iterator[Callable[[], torch.Tensor]]:
+def record_head_outputs(model: PreTrainedModel) -> Iterator[Callable[[], torch.Tensor]]:
     """The one recorder of head outputs: while the block runs, each forward call's head outputs (the input of
     every layer's attention output projection) at its last position are kept. The yielded function returns
     the latest call's, float32 ``[batch, n_layers, n_heads, head_dim]``; the hooks are removed on exit."""
     lay = layout(model)
     grabbed: list[torch.Tensor | None] = [None] * lay.n_layers
 
-    def grab(layer: int):
-        def pre(module: nn.Module, args: tuple) -> None:
+    def grab(layer: int) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
             grabbed[layer] = args[0][:, -1, :].float()
 
         return pre
@@ -242,7 +257,7 @@ def record_head_outputs(model: nn.Module) -> Iterator[Callable[[], torch.Tensor]
     def latest() -> torch.Tensor:
         if any(g is None for g in grabbed):
             raise RuntimeError("no forward call has run inside record_head_outputs yet")
-        stacked = torch.stack(grabbed, 1)  # type: ignore[arg-type]
+        stacked = torch.stack(cast(list[torch.Tensor], grabbed), 1)  # none is None: checked above
         return stacked.reshape(*stacked.shape[:2], lay.n_heads, lay.head_dim)
 
     try:

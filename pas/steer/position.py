@@ -11,9 +11,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from pas.steer.vector import SteeringVector
 
 POSITIONS = ("last", "all")
@@ -55,9 +55,10 @@ def position_rule(positions: str, phase: str, prompt_len: int | None = None) -> 
     return PositionRule(True)
 
 
-def steer(model: nn.Module, vector: SteeringVector | None, phase: str,
+def steer(model: PreTrainedModel, vector: SteeringVector | None, phase: str,
           prompt_len: int | None = None) -> AbstractContextManager:
-    """Apply ``vector`` to ``model`` as :func:`position_rule` says for ``phase`` (a context manager; None = unsteered)."""
+    """Apply ``vector`` to ``model`` as :func:`position_rule` says for ``phase`` (a context manager; None =
+    unsteered)."""
     if vector is None:
         return nullcontext()
     rule = position_rule(vector.positions, phase, prompt_len)

@@ -9,9 +9,9 @@ scoring questionnaires for many people is :func:`pas.score.many.score_many`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
-from torch import nn
 
 from pas.core.arch import layout
 from pas.steer.fold import output_shift
@@ -19,8 +19,13 @@ from pas.steer.hooks import SteeringHandle, add_gated, add_offsets, add_row_bias
 from pas.steer.position import position_rule
 from pas.steer.vector import SteeringVector
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-def offset_table(model: nn.Module, vectors: Sequence[SteeringVector | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    from pas.core.models import CausalLM
+
+
+def offset_table(model: PreTrainedModel, vectors: Sequence[SteeringVector | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """``[S, L, H*D]`` offsets of the given vectors and each vector's row index (-1 for None)."""
     lay = layout(model)
     real = [v for v in vectors if v is not None]
@@ -31,8 +36,8 @@ def offset_table(model: nn.Module, vectors: Sequence[SteeringVector | None]) -> 
     return table, vector_rows(vectors, model.device)
 
 
-def row_steering(model: nn.Module, vectors: Sequence[SteeringVector | None], rows: torch.Tensor, *, start: int | None = None,
-                 last_only: bool = False):
+def row_steering(model: PreTrainedModel, vectors: Sequence[SteeringVector | None], rows: torch.Tensor, *,
+                 start: int | None = None, last_only: bool = False) -> SteeringHandle:
     """Hooks steering batch row ``b`` with ``vectors[rows[b]]`` (``-1``: unsteered), constant or gated alike.
 
     With any gated vector every vector goes through the gated hooks (a constant offset is a gate
@@ -44,7 +49,8 @@ def row_steering(model: nn.Module, vectors: Sequence[SteeringVector | None], row
         return add_offsets(model, table, rows=rows, start=start, last_only=last_only)
     for v in real:
         v.check_model(model)
-    w, b, o, lim = (torch.stack(t).to(model.device, model.dtype) for t in zip(*(v.gated_tables() for v in real)))
+    tables = zip(*(v.gated_tables() for v in real), strict=True)  # four tables per vector
+    w, b, o, lim = (torch.stack(t).to(model.device, model.dtype) for t in tables)
     return add_gated(model, w, b, o, lim, rows=rows, start=start, last_only=last_only)
 
 
@@ -57,7 +63,7 @@ def vector_rows(vectors: Sequence[SteeringVector | None], device: torch.device |
     return torch.tensor(index, device=device)
 
 
-def bias_table(model: nn.Module, vectors: Sequence[SteeringVector]) -> torch.Tensor:
+def bias_table(model: PreTrainedModel, vectors: Sequence[SteeringVector]) -> torch.Tensor:
     """Exact ``W_o @ delta`` per vector and layer (fp32 arithmetic, :func:`pas.steer.fold.output_shift`):
     ``[S, L, hidden]`` for folded per-row steering."""
     for v in vectors:
@@ -65,11 +71,10 @@ def bias_table(model: nn.Module, vectors: Sequence[SteeringVector]) -> torch.Ten
     return torch.stack([output_shift(model, v.offsets) for v in vectors]).to(model.dtype)
 
 
-
-
 @torch.no_grad()
-def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[SteeringVector | None], *,
-                  max_new_tokens: int = 64, folded: bool = False) -> list[str]:
+def generate_many(model: CausalLM, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                  vectors: Sequence[SteeringVector | None], *, max_new_tokens: int = 64,
+                  folded: bool = False) -> list[str]:
     """Greedy replies, one per prompt, each row steered by its own vector (None = unsteered).
 
     Each row is steered as :func:`pas.steer.position.position_rule` says for phase "generate", like
@@ -81,7 +86,9 @@ def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[St
     modes = {v.positions for v in vectors if v is not None}
     if len(modes) > 1:
         raise ValueError("mixing 'last' and 'all' vectors in one batch is not supported")
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+    # tokenize=False gives the text; transformers types the result as every shape the call can return
+    texts = [cast(str, tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                     add_generation_prompt=True))
              for p in prompts]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -99,5 +106,8 @@ def generate_many(model, tokenizer, prompts: Sequence[str], vectors: Sequence[St
         handle = row_steering(model, vectors, vector_rows(vectors, model.device), start=rule.start,
                               last_only=rule.last_only)
     with handle:
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    return [tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    # one sequence decodes to one text; transformers types the result as a text or a batch of them
+    return [cast(str, tokenizer.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True)).strip()
+            for row in out]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from pas.core.arch import ModelLayout, layout
 from pas.core.models import model_name, same_weights, weights_digest, weights_sample
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class ModelMismatchError(ValueError):
@@ -34,7 +36,7 @@ class ModelSignature:
     weights_sample: tuple[float, ...] = ()
 
     @classmethod
-    def of(cls, model: nn.Module) -> ModelSignature:
+    def of(cls, model: PreTrainedModel) -> ModelSignature:
         lay = layout(model)
         return cls(model_name(model), lay.model_type, lay.fingerprint, lay.n_layers, lay.n_heads, lay.head_dim,
                    lay.hidden_size, weights_sample(model))
@@ -60,7 +62,7 @@ class ModelSignature:
         return not (self.weights_sample and other.weights_sample) or same_weights(self.weights_sample,
                                                                                   other.weights_sample)
 
-    def check(self, model: nn.Module) -> ModelLayout:
+    def check(self, model: PreTrainedModel) -> ModelLayout:
         """Raise :class:`ModelMismatchError` naming every difference if ``model`` is not the one signed."""
         theirs = ModelSignature.of(model)
         mismatch = self.differences(theirs)
@@ -82,7 +84,7 @@ class ModelSignature:
         if not self.same_weights_as(other):
             raise ModelMismatchError("cannot add steering vectors made on different weights of the same architecture")
 
-    def for_weights_of(self, model: nn.Module) -> ModelSignature:
+    def for_weights_of(self, model: PreTrainedModel) -> ModelSignature:
         """This signature, accepted for ``model``'s weights (a fine-tuned variant of the same architecture)."""
         theirs = ModelSignature.of(model)
         mismatch = self.differences(theirs)

@@ -21,10 +21,9 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from pas.core.arch import ModelLayout
 from pas.core.items import ItemBank
@@ -36,6 +35,9 @@ from pas.steer.gates import Gates, gated_sum
 from pas.steer.hooks import SteeringHandle, add_gated, add_offsets
 from pas.steer.position import POSITIONS
 from pas.steer.signature import ModelMismatchError, ModelSignature  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 KINDS = ("constant", "gated")
 
@@ -82,7 +84,7 @@ class SteeringVector:
             raise ValueError(f"gate_weights have shape {tuple(self.gates.weights.shape)}, expected {shape}")
 
     @classmethod
-    def for_model(cls, model: nn.Module, offsets: torch.Tensor, *, gate_weights: torch.Tensor | None = None,
+    def for_model(cls, model: PreTrainedModel, offsets: torch.Tensor, *, gate_weights: torch.Tensor | None = None,
                   gate_bias: torch.Tensor | None = None, gate_limit: torch.Tensor | None = None,
                   positions: str = "last", provenance: Provenance | None = None,
                   signature: ModelSignature | None = None) -> SteeringVector:
@@ -98,7 +100,8 @@ class SteeringVector:
         if (gate_weights is None) != (gate_bias is None) or (gate_limit is not None and gate_weights is None):
             raise ValueError("a gated vector needs gate_weights and gate_bias (gate_limit only with them)")
         gates = None if gate_weights is None or gate_bias is None else Gates(
-            own(gate_weights, shape), own(gate_bias, shape[:2]), None if gate_limit is None else own(gate_limit, shape[:2]))
+            own(gate_weights, shape), own(gate_bias, shape[:2]),
+            None if gate_limit is None else own(gate_limit, shape[:2]))
         return cls(own(offsets, shape), signature, gates, positions, provenance or Provenance())
 
     @property
@@ -155,7 +158,9 @@ class SteeringVector:
         if self.gates is None and other.gates is None:
             summed = self._derived(self.offsets + other.offsets, None, how)
         else:
-            offsets, gates = gated_sum(self.offsets, self.as_gated().gates, other.offsets, other.as_gated().gates)
+            mine, theirs = self.as_gated().gates, other.as_gated().gates
+            assert mine is not None and theirs is not None  # as_gated() always has gates
+            offsets, gates = gated_sum(self.offsets, mine, other.offsets, theirs)
             summed = self._derived(offsets, gates, how)
         return summed.relabel(subject=None, method=None)
 
@@ -168,7 +173,7 @@ class SteeringVector:
 
     # ------------------------------------------------------------ the model
 
-    def check_model(self, model: nn.Module) -> ModelLayout:
+    def check_model(self, model: PreTrainedModel) -> ModelLayout:
         """Raise :class:`ModelMismatchError` naming every difference if this vector was made for another model
         (shapes, config, or weights; for a fine-tuned variant say so with :meth:`for_weights_of`)."""
         return self.signature.check(model)
@@ -186,7 +191,7 @@ class SteeringVector:
                                         f"allow_other=True (CLI: --allow-other-items) to use it anyway")
         warnings.warn(message, stacklevel=2)
 
-    def for_weights_of(self, model: nn.Module) -> SteeringVector:
+    def for_weights_of(self, model: PreTrainedModel) -> SteeringVector:
         """This vector, accepted for ``model``'s weights (a fine-tuned variant of the same architecture)."""
         return dataclasses.replace(self, signature=self.signature.for_weights_of(model))
 
@@ -202,7 +207,7 @@ class SteeringVector:
         return (gates.weights.reshape(self.offsets.shape[0], -1).to(device), gates.bias.to(device),
                 self.flat_offsets(device), gates.limits().to(device))
 
-    def apply(self, model: nn.Module, *, start: int | None = None, last_only: bool = False) -> SteeringHandle:
+    def apply(self, model: PreTrainedModel, *, start: int | None = None, last_only: bool = False) -> SteeringHandle:
         """Hook the offsets into ``model`` (mutates it until ``remove()``); usable as a context manager."""
         self.check_model(model)
         if self.gates is not None:
@@ -210,25 +215,26 @@ class SteeringVector:
             return add_gated(model, w, b, v, lim, start=start, last_only=last_only)
         return add_offsets(model, self.flat_offsets(model.device), start=start, last_only=last_only)
 
-    def fold(self, model: nn.Module) -> FoldedSteering:
+    def fold(self, model: PreTrainedModel) -> FoldedSteering:
         """Add ``W_o @ delta`` (fp32) to each output projection's bias; ``.unfold()`` restores it exactly.
 
         Mutates the model. A gated vector cannot be folded (its offset depends on the activation)."""
         if self.gates is not None:
             raise ValueError("a gated steering vector cannot be folded into a bias: its offset (w.x + b) v changes "
                              "with each head's activation, and a bias is constant. Use vector.apply(model) "
-                             "(hook mode), or pas.score.many.score_many or pas.steer.rows.generate_many for many people at once")
+                             "(hook mode), or pas.score.many.score_many or pas.steer.rows.generate_many for many "
+                             "people at once")
         self.check_model(model)
         return FoldedSteering.fold(model, self.offsets)
 
     # ------------------------------------------------------------ files
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the file atomically (:func:`pas.steer.file.save`); refuses to replace one unless ``overwrite``."""
         return file.save(self, path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> SteeringVector:
+    def load(cls, path: str | os.PathLike[str]) -> SteeringVector:
         """Read and validate a file of any readable format (:func:`pas.steer.file.load`)."""
         return file.load(path)
 
