@@ -18,7 +18,8 @@ import os
 import platform
 import sys
 
-from pas.population.synth import CHECK_PEOPLE, DEPENDENCES, FORMATS, write_synthetic
+from pas.population.synth import CHECK_PEOPLE, DEPENDENCES, FORMATS
+from pas.population.synth_write import write_synthetic
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,15 +13,14 @@ from pas.population.synth import (
     BLOCK,
     GENERATOR,
     _matched_latent,
-    compare,
     fit_copula,
     opposite_key_corr,
     pairwise_corr,
     records,
     stored_matrix,
     synthesize,
-    write_synthetic,
 )
+from pas.population.synth_write import compare, write_synthetic
 
 
 @pytest.fixture(scope="module")
