@@ -14,7 +14,7 @@ import argparse
 import sys
 import traceback
 
-from pas.cli import commands, evaluate
+from pas.cli import commands, evaluate, population
 from pas.cli.args import apply_threads
 
 USAGE, FAILURE = 2, 1
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     evaluate.add_parser(sub)
     commands.add_parsers(sub)
+    population.add_parsers(sub)
     return parser
 
 
