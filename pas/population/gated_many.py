@@ -1,0 +1,274 @@
+"""The exact pas-gated fit for many people at once (:func:`pas.fit.gated.fit_gated`, batched across people).
+
+:class:`GatedPlan` does the person-independent work once per model and scorer: the head outputs at the
+answer position of the 120 short-form items, the letter Jacobians and the pushes, the shared encoding
+with its kept trunk, the steered logits of the gain-0 settings (the same vector for everyone), and for
+the people who answered all 120 items their fold split, one encoding per fold and the ridge readouts as
+linear maps of the answers. :meth:`GatedPlan.fit_many` then fits a chunk of people:
+
+- people are grouped by the items they answered; a group shares the folds and the standardisation, so
+  every head's ridge readout (per fold and on all items) is one matrix product with the answers of the
+  whole group (the ridge map is linear in ``y``: :mod:`pas.population.readout_maps`);
+- each fold calibrates the group's people together: people x (gain, shift) vectors as rows of
+  :func:`pas.score.many.encoded_logits_many` calls, each call one pass per batch;
+- the one validation objective picks each person's (gain, shift) with the same key and tie-breaks as
+  :func:`pas.fit.gated.calibrate` (its composites computed for the whole grid at once).
+
+The vectors equal ``fit_subject(model, person, GatedConfig(...))`` up to float rounding (tested).
+With ``letters_only`` the calibration passes narrow the model's output layer to the five letters
+(:func:`letter_head`; the answers and expected answers calibration reads need no other logit); a check
+at start-up compares both heads and falls back to the full one if they disagree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from pas.core.arch import layout
+from pas.core.data import DOMAINS, Subject
+from pas.fit.activations import answer_states
+from pas.fit.config import GatedConfig
+from pas.fit.gated import GAINS, HEAD_RIDGE, NEUTRAL, SHIFTS, calibrations, gate_tables, pushes
+from pas.fit.readout import FOLDS, PointScores
+from pas.population.readout_maps import Group, readout_maps
+from pas.score.many import encoded_logits_many
+from pas.score.metric import objective
+from pas.score.scorer import EncodedPrompts, ItemScorer, encode_prompts, keep_trunk, to_distribution
+from pas.steer.signature import ModelSignature
+from pas.steer.vector import Provenance, SteeringVector, item_hash
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+GRID: tuple[tuple[float, float], ...] = tuple(itertools.product(GAINS, SHIFTS))  # calibrate's order
+KEPT_GROUPS = 16  # readout maps of groups with unusual missing items kept at a time (the complete group always)
+
+
+@contextmanager
+def letter_head(model: PreTrainedModel, letter_ids: Sequence[int]) -> Iterator[tuple[int, ...] | None]:
+    """While open, the model's output layer computes only the logits of ``letter_ids`` (in that order); yields
+    their new ids ``(0, 1, ...)``, or None (nothing changed) where the output layer is not a plain linear one.
+    Mutates ``model`` until exit; the vocabulary's log-partition becomes the letters' own."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or hasattr(head, "_hf_hook"):
+        yield None
+        return
+    weight, bias = head.weight, head.bias
+    idx = torch.tensor(list(letter_ids), device=weight.device)
+    head.weight = torch.nn.Parameter(weight.detach()[idx].clone(), requires_grad=False)
+    if bias is not None:
+        head.bias = torch.nn.Parameter(bias.detach()[idx].clone(), requires_grad=False)
+    try:
+        yield tuple(range(len(idx)))
+    finally:
+        head.weight = weight
+        if bias is not None:
+            head.bias = bias
+
+
+@dataclass(frozen=True)
+class PersonFit:
+    """One person's fitted vector, the chosen (gain, shift) and the readout's out-of-fold composite."""
+
+    vector: SteeringVector
+    gain: float
+    shift: float
+    readout_cv: float
+
+
+class GatedPlan:
+    """The person-independent part of a pas-gated fit for ``scorer``'s model (built once, see the module
+    docstring); :meth:`fit_many` fits people with it. ``max_rows``: rows per forward pass."""
+
+    def __init__(self, scorer: ItemScorer, config: GatedConfig, *, letters_only: bool = True,
+                 max_rows: int = 1024) -> None:
+        if len(HEAD_RIDGE) != 1:
+            raise ValueError(f"batched readouts need one ridge strength (pas.fit.gated.HEAD_RIDGE = {HEAD_RIDGE}); "
+                             f"with several, fit people one by one with fit_subject")
+        model, lay = scorer.model, layout(scorer.model)
+        self.scorer, self.config, self.max_rows = scorer, config, max_rows
+        self.layer = config.gate_layer % lay.n_layers
+        if self.layer < 1:
+            raise ValueError("the gated layer needs a layer below it for the letter correction; choose layer >= 1")
+        self.shape = (lay.n_layers, lay.n_heads, lay.head_dim)
+        self.signature = ModelSignature.of(model)
+        self.bank_fingerprint = scorer.bank.fingerprint()
+        self.items = tuple(scorer.bank.train_ids)
+        self.where = {item: j for j, item in enumerate(self.items)}
+        self.heads = answer_states(scorer, self.items).heads[:, self.layer].double().numpy()  # [120, H, D]
+        self.tilt, self.correction = pushes(calibrations(scorer, self.items, config.gate_both_orders), self.layer)
+        self.full = keep_trunk(model, scorer.encode(self.items), scorer.letter_ids, self.layer - 1)
+        self.neutral = self._neutral_logits(scorer.letter_ids)  # [shifts, 120, 6]
+        self.letters_only = letters_only and self._letter_head_agrees()
+        self._groups: OrderedDict[tuple[int, ...], Group] = OrderedDict()
+        self.complete = self.group(tuple(sorted(self.items)))
+
+    # ------------------------------------------------------------ person-independent
+
+    def _vector(self, w: torch.Tensor, b: torch.Tensor, gain: float, shift: float,
+                provenance: Provenance | None = None) -> SteeringVector:
+        gw, gb, v = gate_tables(w, b, self.layer, self.tilt, self.correction, self.shape, gain, shift)
+        return SteeringVector.for_model(self.scorer.model, v, gate_weights=gw, gate_bias=gb, positions="last",
+                                        provenance=provenance, signature=self.signature)
+
+    def _neutral_logits(self, letters: Sequence[int]) -> torch.Tensor:
+        """Logits of the 120 items under the gain-0 settings, one per shift: the same vector for everyone (the
+        readouts are multiplied by 0), so computed once."""
+        n_heads, dim = self.shape[1:]
+        return self._logits(self.full, len(SHIFTS), lambda i: self._vector(
+            torch.zeros(n_heads, dim), torch.full((n_heads,), NEUTRAL), 0.0, SHIFTS[i]), letters)
+
+    def _letter_head_agrees(self) -> bool:
+        with letter_head(self.scorer.model, self.scorer.letter_ids) as letters:
+            if letters is None:
+                return False
+            narrow = self._neutral_logits(letters)
+        full, narrow = self.neutral[..., :5], narrow[..., :5]
+        if torch.allclose(narrow, full, rtol=1e-3, atol=1e-3 * float(full.abs().max())):
+            return True
+        warnings.warn("the letters-only output layer disagrees with the full one on this model; calibrating "
+                      "with the full output layer (slower)", stacklevel=2)
+        return False
+
+    def _logits(self, enc: EncodedPrompts, count: int, make: Callable[[int], SteeringVector],
+                letters: Sequence[int]) -> torch.Tensor:
+        """``[count, N, 6]`` under vectors ``make(0..count-1)``, made call by call (memory bounded by a call);
+        each call holds as many vectors as one pass per batch takes (a call re-checks every vector it is
+        given on each of its passes, so more vectors per call would cost more, not less)."""
+        per_call = max(1, self.max_rows // max(len(b.index) for b in enc.batches))
+        return torch.cat([encoded_logits_many(self.scorer.model, enc, letters,
+                                              [make(i) for i in range(a, min(a + per_call, count))], self.max_rows)
+                          for a in range(0, count, per_call)])
+
+    def group(self, ids: tuple[int, ...]) -> Group:
+        """The :class:`Group` of people who answered exactly the items ``ids`` (sorted), made once and kept."""
+        if ids in self._groups:
+            self._groups.move_to_end(ids)
+            return self._groups[ids]
+        folds, weights, intercepts, out_of_fold = readout_maps(self.heads[[self.where[i] for i in ids]],
+                                                               self.config.seed)
+        by_id = self.scorer.bank.by_id
+        domains = tuple(np.flatnonzero([by_id[i].domain == d for i in ids]) for d in DOMAINS)
+        g = Group(ids, folds, weights, intercepts, out_of_fold, domains, self._fold_encodings(ids, folds))
+        self._groups[ids] = g
+        others = [key for key in self._groups if len(key) != len(self.items)]
+        if len(others) > KEPT_GROUPS:
+            del self._groups[others[0]]
+        return g
+
+    def _fold_encodings(self, ids: tuple[int, ...], folds: Sequence[np.ndarray]) -> tuple[EncodedPrompts, ...]:
+        """The complete group gets one encoding of its own per fold (one batch each: one pass per call); other
+        groups select their folds' rows from the shared encoding."""
+        scorer = self.scorer
+        if len(ids) < len(self.items):
+            return tuple(self.full.select([self.where[ids[j]] for j in part]) for part in folds)
+        encs = []
+        for part in folds:
+            texts = scorer.texts([ids[j] for j in part])
+            enc = encode_prompts(scorer.model, scorer.tokenizer, texts, batch_size=len(texts), prefix_cache=False)
+            encs.append(keep_trunk(scorer.model, enc, scorer.letter_ids, self.layer - 1))
+        return tuple(encs)
+
+    # ------------------------------------------------------------ per person, batched
+
+    def fit_many(self, people: Sequence[Subject]) -> tuple[list[PersonFit], list[tuple[str, str]]]:
+        """Fit ``people``: ``(fits, skipped)``, ``skipped`` holding ``(case, reason)`` for each person the gated
+        fit refuses (too few known items, a domain without answers, non-finite readouts)."""
+        groups: dict[tuple[int, ...], list[tuple[Subject, dict[int, int]]]] = {}
+        for s in people:
+            known = s.responses_to(self.items)
+            groups.setdefault(tuple(sorted(known)), []).append((s, known))
+        fits: list[PersonFit] = []
+        skipped: list[tuple[str, str]] = []
+        for ids, members in groups.items():
+            try:
+                if len(ids) < 2 * FOLDS:  # pas.fit.readout.fit_readout's rule and words
+                    raise ValueError(f"a readout needs at least {2 * FOLDS} known items, got {len(ids)}")
+                g = self.group(ids)
+            except ValueError as e:
+                skipped += [(s.case, str(e)) for s, _ in members]
+                continue
+            fits += self._fit_group(g, members, skipped)
+        return fits, skipped
+
+    def _fit_group(self, g: Group, members: list[tuple[Subject, dict[int, int]]],
+                   skipped: list[tuple[str, str]]) -> list[PersonFit]:
+        y = np.array([[known[i] for i in g.ids] for _, known in members], dtype=np.float64)  # [P, N]
+        w, b = g.readouts(y)
+        cv = y @ g.out_of_fold.T
+        keep, cvs = [], []
+        for p, (s, _) in enumerate(members):
+            try:  # the one objective: it also refuses a person who left a domain unanswered
+                composite = objective(self.scorer.bank, s, g.ids, PointScores.of(cv[p])).composite
+            except ValueError as e:
+                skipped.append((s.case, str(e)))
+                continue
+            if torch.isfinite(w[:, p]).all() and torch.isfinite(b[:, p]).all():
+                keep.append(p)
+                cvs.append(composite)
+            else:
+                skipped.append((s.case, "its readouts are not finite (non-finite head outputs?)"))
+        if not keep:
+            return []
+        y, w, b, members = y[keep], w[:, keep], b[:, keep], [members[p] for p in keep]
+        choices = self._calibrate(g, y, w, b)
+        fits = []
+        for p, ((s, known), (gain, shift)) in enumerate(zip(members, choices, strict=True)):
+            prov = Provenance(subject=s.case, method="pas-gated", item_hash=item_hash(known),
+                              bank=self.bank_fingerprint, config=asdict(self.config))
+            fits.append(PersonFit(self._vector(w[-1, p], b[-1, p], gain, shift, prov), gain, shift, cvs[p]))
+        return fits
+
+    def _calibrate(self, g: Group, y: np.ndarray, w: torch.Tensor, b: torch.Tensor) -> list[tuple[float, float]]:
+        """Each person's (gain, shift), as :func:`pas.fit.gated.calibrate` chooses it."""
+        moving = [j for j, (gain, _) in enumerate(GRID) if gain != 0]
+        people, n = y.shape
+        logits = torch.empty(people, len(GRID), n, 6)
+        rows = [self.where[i] for i in g.ids]
+        for j, (gain, shift) in enumerate(GRID):
+            if gain == 0:
+                logits[:, j] = self.neutral[SHIFTS.index(shift), rows]
+        steered = torch.empty(people, len(moving), n, 6)
+        with self._letters() as letters:
+            for k, (part, enc) in enumerate(zip(g.folds, g.encodings, strict=True)):
+                def make(i: int, k: int = k) -> SteeringVector:  # person i // len(moving), setting i % len(moving)
+                    p, j = divmod(i, len(moving))
+                    return self._vector(w[k, p], b[k, p], *GRID[moving[j]])
+
+                out = self._logits(enc, people * len(moving), make, letters)
+                steered[:, :, torch.as_tensor(part)] = out.reshape(people, len(moving), len(part), 6)
+        logits[:, moving] = steered
+        s = to_distribution(logits.reshape(-1, 6))
+        answers = s.answers.reshape(people, len(GRID), n)
+        expected = s.expected.reshape(people, len(GRID), n)
+        return [self._choose(g, y[p], answers[p], expected[p]) for p in range(people)]
+
+    @contextmanager
+    def _letters(self) -> Iterator[Sequence[int]]:
+        if not self.letters_only:
+            yield self.scorer.letter_ids
+            return
+        with letter_head(self.scorer.model, self.scorer.letter_ids) as letters:
+            yield self.scorer.letter_ids if letters is None else letters
+
+    @staticmethod
+    def _choose(g: Group, y: np.ndarray, answers: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+        """The (gain, shift) of least :class:`pas.score.metric.Objective` key over the grid, ties to the smaller
+        |gain| then |shift| (calibrate's rule); composites summed per domain as subject_errors sums them."""
+        err, err_exp = np.abs(answers - y), np.abs(expected - y)  # [G, N]
+        means = [(err[:, pos].mean(1), err_exp[:, pos].mean(1)) for pos in g.domains]  # per domain, [G] each
+        keys = {}
+        for j, key in enumerate(GRID):
+            composite = sum(float(m[j]) for m, _ in means)
+            expected_composite = sum(float(m[j]) for _, m in means)
+            keys[key] = ((False, round(composite, 9), expected_composite), abs(key[0]), abs(key[1]))
+        return min(keys, key=keys.__getitem__)
