@@ -1,6 +1,8 @@
-"""``pas synth`` on the command line: writes a labelled synthetic data dir that loads, refuses to overwrite."""
+"""The population commands: ``pas synth``, ``pas align-population``, and ``--store`` in ``pas eval`` and ``pas chat``."""
 
 import json
+
+import torch
 
 from pas.cli.main import main
 from pas.core.data import load_papi
@@ -18,3 +20,46 @@ def test_synth_writes_a_labelled_data_dir_that_loads(data_dir, tmp_path, capsys)
     assert "--overwrite" in capsys.readouterr().err
     assert main(["synth", "--data-dir", str(data_dir), "--people", "0", "--out", str(tmp_path / "none")]) == 2
     assert "--people must be >= 1" in capsys.readouterr().err
+
+
+def test_align_population_then_eval_and_chat_from_the_store(data_dir, papi, tiny_llama, tokenizer, tmp_path,
+                                                            monkeypatch, capsys):
+    """``pas align-population`` fills a store (and resumes it), ``pas eval --store`` scores its vectors without
+    refitting (the same answers as the vectors fitted person by person), ``pas chat --store --person`` steers."""
+    import pas.core.models
+    import pas.steer.chat
+    from pas.fit.align import fit_subject
+    from pas.fit.config import GatedConfig
+    from pas.population.store import PopulationStore
+
+    monkeypatch.setattr(pas.core.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
+    cases = [s.case for s in papi.subjects[:3]]
+    out = tmp_path / "store"
+    flags = [f for c in cases for f in ("--subject", c)]
+    assert main(["align-population", "--data-dir", str(data_dir), *flags[:4], "--out", str(out)]) == 0
+    assert "real people" in capsys.readouterr().out
+    assert main(["align-population", "--data-dir", str(data_dir), *flags, "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "1 fitted, 2 already stored" in printed.out and "resuming" in printed.err
+    store = PopulationStore(out)
+    assert sorted(store.cases()) == sorted(cases)
+    alone, _ = fit_subject(tiny_llama, papi.subjects[2], GatedConfig(), tokenizer=tokenizer, bank=papi.bank,
+                           progress=False)
+    torch.testing.assert_close(store[cases[2]].gates.weights, alone.gates.weights, rtol=1e-5, atol=1e-6)
+
+    assert main(["eval", "--data-dir", str(data_dir), *flags, "--method", "pas-gated", "--store", str(out),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert sorted(report["subjects"]) == sorted(cases) and report["per_subject"][0]["info"].get("vector") == "given"
+    assert main(["eval", "--data-dir", str(data_dir), *flags, "--method", "pas", "--store", str(out)]) == 2
+    assert "pas-gated" in capsys.readouterr().err
+
+    seen = {}
+    monkeypatch.setattr(pas.steer.chat, "generate", lambda model, tok, prompt, vector=None, **kw:
+                        seen.update(vector=vector) or "a reply")
+    assert main(["chat", "--store", str(out), "--person", cases[0], "--strength", "0.5", "--prompt", "hi"]) == 0
+    assert seen["vector"] is not None and "a reply" in capsys.readouterr().out
+    assert main(["chat", "--store", str(out), "--person", "nobody", "--prompt", "hi"]) == 2
+    assert "not in the store" in capsys.readouterr().err
+    assert main(["chat", "--store", str(out), "--prompt", "hi"]) == 2
+    assert "--store and --person go together" in capsys.readouterr().err

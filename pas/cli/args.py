@@ -125,7 +125,7 @@ def subjects(args: argparse.Namespace, data: PapiData) -> list[Subject]:
     return chosen
 
 
-SOURCE_FLAGS = ("vector", "trait", "type", "cases", "persona")  # the flags that name a steering vector
+SOURCE_FLAGS = ("vector", "store", "trait", "type", "cases", "persona")  # the flags that name a steering vector
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -136,11 +136,15 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                                                    "whose mean short-form answers become one vector")
     p.add_argument("--persona", metavar="TEXT", help="steer to a written persona, distilled into a vector "
                                                      "(pas.space.persona; no prompt at use)")
+    p.add_argument("--store", metavar="STORE", help="a population vector store (pas align-population --out); "
+                                                   "with --person CASE")
+    p.add_argument("--person", metavar="CASE", help="the person of --store to steer to")
     p.add_argument("--system", metavar="TEXT", help="a system prompt instead of steering (e.g. a persona)")
 
 
 EMPTY_HINTS = {  # what to give instead of an empty value: an empty source never means "unsteered"
     "vector": "give a .safetensors file (pas align --out), or leave --vector out to run unsteered",
+    "store": "give a population store folder (pas align-population --out) with --person CASE",
     "trait": "give a pole: O+ O- C+ C- E+ E- A+ A- N+ N-",
     "type": "give an MBTI type such as INFP",
     "cases": "give a file of subject ids, one per line",
@@ -163,7 +167,9 @@ def steering_spec(args: argparse.Namespace) -> SteeringSpec:
         raise UsageError(f"give one of {', '.join(given)}, not several")
     if getattr(args, "strength", None) is not None and not any(getattr(args, n, None) is not None
                                                                 for n in SOURCE_FLAGS):
-        raise UsageError("--strength needs --vector, --trait, --type, --cases or --persona")
+        raise UsageError("--strength needs --vector, --store, --trait, --type, --cases or --persona")
+    if (getattr(args, "store", None) is None) != (getattr(args, "person", None) is None):
+        raise UsageError("--store and --person go together: the store's folder and the person's case id")
     cases: tuple[str, ...] | None = None
     try:
         if getattr(args, "cases", None) is not None:

@@ -156,6 +156,8 @@ def _steering(args: argparse.Namespace, spec: SteeringSpec, model: PreTrainedMod
     """``(vector, system prompt)`` the flags name; a built vector loads the data dir for its item bank."""
     from pas.space.spec import vector_from_spec
 
+    if getattr(args, "store", None) is not None:
+        return _stored(args, model, data), None
     if not spec.given():
         return None, getattr(args, "system", None)
     if spec.vector is None:
@@ -171,6 +173,21 @@ def _steering(args: argparse.Namespace, spec: SteeringSpec, model: PreTrainedMod
                               allow_other_weights=args.allow_other_weights, group_name=group,
                               bank=data.bank if data else None, allow_other_items=args.allow_other_items)
     return vector, None
+
+
+def _stored(args: argparse.Namespace, model: PreTrainedModel, data: PapiData | None) -> SteeringVector:
+    """``--store STORE --person CASE``: that person's vector, checked against the model (and the item bank)."""
+    from pas.population.store import PopulationStore
+
+    store = PopulationStore(args.store)
+    if args.person not in store:
+        raise UsageError(f"--person {args.person}: not in the store {args.store} ({len(store)} people)")
+    vector = store[args.person]
+    vector = vector.for_weights_of(model) if args.allow_other_weights else vector
+    vector.check_model(model)
+    if data is not None:
+        vector.check_bank(data.bank, allow_other=args.allow_other_items)
+    return vector
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -257,8 +274,10 @@ def cmd_assess(args: argparse.Namespace) -> int:
         vector = vector * strength
     result = assess(scorer, inventory_ids(data.bank, args.items), steering=vector, system=system,
                     people=data.subjects)
-    what = (f"vector {args.vector}" if args.vector else f"trait {args.trait}" if args.trait
-            else f"type {args.type}" if args.type else f"group {args.cases}" if args.cases
+    what = (f"vector {args.vector}" if args.vector
+            else f"person {args.person} of store {args.store}" if args.store
+            else f"trait {args.trait}" if args.trait else f"type {args.type}" if args.type
+            else f"group {args.cases}" if args.cases
             else "persona vector" if args.persona else "system prompt" if system else "unsteered")
     what += f", strength {strength:g}" if strength is not None else ""
     # a saved person's vector: show that person's own scores on the same items beside the model's

@@ -36,6 +36,7 @@ def add_parser(sub: Subparsers) -> None:
     add_model_args(p)
     p.add_argument("--method", action="append", required=True,
                    help=", ".join(METHODS) + " (repeatable)")
+    p.add_argument("--store", help="a population vector store: score its people's pas-gated vectors, no refitting")
     p.add_argument("--vector", action="append", default=[],
                    help="saved steering vector per subject, used instead of fitting one (pas methods)")
     p.add_argument("--json", action="store_true",
@@ -61,12 +62,11 @@ def load_vectors(args: argparse.Namespace, chosen: Sequence[Subject]) -> dict[st
     """``--vector`` files, one per subject; only for PAS methods, and only the kind of PAS that made them."""
     from pas.steer.vector import SteeringVector
 
+    if args.store:
+        return _stored_vectors(args, chosen)
     if not args.vector:
         return {}
-    takers = [name for name, m in METHODS.items() if m.takes_vector]
-    others = [m for m in args.method if not METHODS[m].takes_vector]
-    if others:
-        raise SystemExit(f"--vector is used only by {', '.join(takers)}; it would be ignored by {others}")
+    takers = _takers(args, "--vector")
     if len(args.vector) != len(chosen):
         raise SystemExit(f"{len(args.vector)} --vector files for {len(chosen)} subjects; give one per subject")
     folders = [p for p in args.vector if Path(p).is_dir()]
@@ -85,6 +85,48 @@ def load_vectors(args: argparse.Namespace, chosen: Sequence[Subject]) -> dict[st
         if v.subject not in (None, s.case):
             raise SystemExit(f"{path}: vector for subject {v.subject} given for subject {s.case}")
     return vectors
+
+
+def _takers(args: argparse.Namespace, flag: str) -> list[str]:
+    """The methods that take a vector; every method asked for must be one of them."""
+    takers = [name for name, m in METHODS.items() if m.takes_vector]
+    others = [m for m in args.method if not METHODS[m].takes_vector]
+    if others:
+        raise SystemExit(f"{flag} is used only by {', '.join(takers)}; it would be ignored by {others}")
+    return takers
+
+
+def _stored_vectors(args: argparse.Namespace, chosen: Sequence[Subject]) -> dict[str, SteeringVector]:
+    """``--store``: each chosen subject's vector from a population store (all must be in it)."""
+    from pas.population.store import PopulationStore
+
+    if args.vector:
+        raise SystemExit("give --vector files or --store, not both")
+    _takers(args, "--store")
+    store = PopulationStore(args.store)
+    missing = [s.case for s in chosen if s.case not in store]
+    if missing:
+        raise SystemExit(f"--store {args.store} has no vector for {len(missing)} of the subjects (e.g. "
+                         f"{', '.join(missing[:5])}); fit them with pas align-population --out {args.store}")
+    made = {s.case: store[s.case] for s in chosen}
+    wrong = [m for m in args.method if METHODS[m].vector_kind != "pas-gated"]
+    if wrong:
+        raise SystemExit(f"the store's vectors were made by pas-gated; scoring them as {wrong} would mislabel them")
+    label = "SYNTHETIC" if store.provenance.synthetic else "real"
+    print(f"note: scoring {len(made)} vectors of the store {args.store} ({label} people)", file=sys.stderr)
+    return made
+
+
+def vector_digest(vector: SteeringVector) -> str:
+    """sha256 of what a vector applies (offsets, gates, positions): a stored person's identity in records."""
+    import hashlib
+
+    h = hashlib.sha256(vector.positions.encode())
+    tensors = [vector.offsets] + ([] if vector.gates is None else
+                                  [vector.gates.weights, vector.gates.bias, vector.gates.limits()])
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
@@ -158,7 +200,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     for v in ctx.vectors.values():  # fitted on these statements? (before any model work)
         v.check_bank(data.bank, allow_other=args.allow_other_items)
     # records keep which file (no --vector: none)
-    ctx.vector_digests = {s.case: file_digest(p) for s, p in zip(chosen, args.vector, strict=False)}
+    ctx.vector_digests = ({case: vector_digest(v) for case, v in ctx.vectors.items()} if args.store else
+                          {s.case: file_digest(p) for s, p in zip(chosen, args.vector, strict=False)})
     if any(METHODS[m].needs_model for m in args.method):
         from pas.core.models import load_model
         from pas.score.prompts import PromptTemplate
