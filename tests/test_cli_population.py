@@ -1,4 +1,4 @@
-"""The population commands: ``pas synth``, ``pas align-population``, and ``--store`` in ``pas eval`` and ``pas chat``."""
+"""The population commands: ``pas synth``, ``pas align-population``, ``--store`` in ``pas eval`` and ``pas chat``."""
 
 import json
 
