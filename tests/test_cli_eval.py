@@ -262,3 +262,16 @@ def test_the_resume_command_gives_the_same_arguments():
     eval_parser = args.func.keywords["parser"]
     again = parser.parse_args(shlex.split(command_line(args, eval_parser))[1:])
     assert {k: v for k, v in vars(again).items() if k != "func"} == {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def test_a_persona_vector_given_to_eval_is_named_by_what_made_it(data_dir, tiny_llama, tmp_path, capsys):
+    """#27 item 13: a persona vector given to ``pas eval --vector`` is refused as "made by persona", without quoting
+    its (multi-line) persona text as a subject."""
+    from pas.steer.vector import Provenance, SteeringVector
+
+    made = Provenance(subject="A retired nurse.\nShe volunteers at the library.", method="persona")
+    path = SteeringVector.for_model(tiny_llama, torch.zeros(3, 4, 8), provenance=made).save(tmp_path / "p.safetensors")
+    assert main(["eval", "--data-dir", str(data_dir), "--subject", "172481", "--vector", str(path),
+                 "--method", "pas"]) == 2
+    err = capsys.readouterr().err
+    assert "was made by persona" in err and "volunteers" not in err
