@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--json``."""
@@ -16,8 +14,10 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """``--threads`` as every ``pas`` command applies it (:func:`pas.core.models.set_threads`)."""
+    from pas.core.models import set_threads
+
+    set_threads(args.threads)
 
 
 def finish(args: argparse.Namespace, result: dict, omit_from_print: tuple[str, ...] = ()) -> None:

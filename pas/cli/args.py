@@ -231,12 +231,11 @@ def created_dirs(path: str | Path, *, is_dir: bool = False) -> Iterator[None]:
 
 
 def apply_threads(threads: int | None) -> None:
-    """``--threads``: torch's intra-op threads, set before any model work."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    import torch
+    """``--threads``: torch's intra-op threads, set before any model work (:func:`pas.core.models.set_threads`)."""
+    from pas.core.models import set_threads
 
-    torch.set_num_threads(threads)
+    try:
+        set_threads(threads)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
