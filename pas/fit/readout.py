@@ -79,6 +79,12 @@ def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, float]
     return coef, float(ym - xm @ coef)
 
 
+def check_known_items(n: int, folds: int = FOLDS) -> None:
+    """A K-fold readout needs at least two known items per fold; fewer is a ValueError saying how many."""
+    if n < 2 * folds:
+        raise ValueError(f"a readout needs at least {2 * folds} known items, got {n}")
+
+
 def fit_readout(features: Mapping[object, np.ndarray], y: np.ndarray, bank: ItemBank, subject: Subject,
                 ids: Sequence[int], *, ridge_lambdas: Sequence[float] = RIDGE_LAMBDAS, folds: int = FOLDS,
                 seed: int = 0) -> Readout:
@@ -87,8 +93,7 @@ def fit_readout(features: Mapping[object, np.ndarray], y: np.ndarray, bank: Item
     features: ``{key: [len(ids), F]}`` (e.g. one entry per layer); y: the responses to ``ids``.
     """
     y = np.asarray(y, dtype=np.float64)
-    if len(ids) < 2 * folds:
-        raise ValueError(f"a readout needs at least {2 * folds} known items, got {len(ids)}")
+    check_known_items(len(ids), folds)
     order = np.random.default_rng(seed).permutation(len(ids))
     parts = tuple(np.sort(p) for p in np.array_split(order, folds))
     best: tuple[Objective, object, float, np.ndarray, np.ndarray, np.ndarray,

@@ -38,10 +38,10 @@ from pas.core.data import DOMAINS, Subject
 from pas.fit.activations import answer_states
 from pas.fit.config import GatedConfig
 from pas.fit.gated import GAINS, HEAD_RIDGE, NEUTRAL, SHIFTS, calibrations, gate_tables, pushes
-from pas.fit.readout import FOLDS, PointScores
+from pas.fit.readout import PointScores, check_known_items
 from pas.population.readout_maps import Group, readout_maps
 from pas.score.many import encoded_logits_many
-from pas.score.metric import objective
+from pas.score.metric import Objective, objective
 from pas.score.scorer import EncodedPrompts, ItemScorer, encode_prompts, keep_trunk, to_distribution
 from pas.steer.signature import ModelSignature
 from pas.steer.vector import Provenance, SteeringVector, item_hash
@@ -191,8 +191,7 @@ class GatedPlan:
         skipped: list[tuple[str, str]] = []
         for ids, members in groups.items():
             try:
-                if len(ids) < 2 * FOLDS:  # pas.fit.readout.fit_readout's rule and words
-                    raise ValueError(f"a readout needs at least {2 * FOLDS} known items, got {len(ids)}")
+                check_known_items(len(ids))  # pas.fit.readout.fit_readout's rule and words
                 g = self.group(ids)
             except ValueError as e:
                 skipped += [(s.case, str(e)) for s, _ in members]
@@ -270,5 +269,5 @@ class GatedPlan:
         for j, key in enumerate(GRID):
             composite = sum(float(m[j]) for m, _ in means)
             expected_composite = sum(float(m[j]) for _, m in means)
-            keys[key] = ((False, round(composite, 9), expected_composite), abs(key[0]), abs(key[1]))
+            keys[key] = (Objective(composite, expected_composite).key, abs(key[0]), abs(key[1]))
         return min(keys, key=keys.__getitem__)
