@@ -40,7 +40,8 @@ class PopulationReport:
     """How a population fit went. ``fitted``: people fitted in this run; ``already_stored``: people found in
     the store and not fitted again (a resumed run); ``skipped``: people not fitted, with reasons.
     ``one_time_seconds``: the person-independent work; ``seconds``: everything after it. ``choices``: how
-    many people got each (gain, shift); (0, 0) leaves every gate at 0, only the shared letter correction.
+    many people got each choice (:attr:`PersonFit.choice`; gated: (gain, shift), where (0, 0) leaves every gate
+    at 0, only the shared letter correction).
     ``vectors``: the fitted vectors, only when no store was given."""
 
     fitted: int = 0
@@ -48,8 +49,8 @@ class PopulationReport:
     skipped: list[Skipped] = field(default_factory=list)
     one_time_seconds: float = 0.0
     seconds: float = 0.0
-    choices: Counter[tuple[float, float]] = field(default_factory=Counter)
-    readout_cv_sum: float = 0.0
+    choices: Counter[tuple[float, ...]] = field(default_factory=Counter)
+    known_composite_sum: float = 0.0
     vectors: dict[str, SteeringVector] = field(default_factory=dict)
 
     @property
@@ -58,16 +59,16 @@ class PopulationReport:
         return self.fitted / self.seconds if self.seconds > 0 else 0.0
 
     @property
-    def mean_readout_cv(self) -> float:
-        """The fitted people's mean out-of-fold readout composite (lower is better)."""
-        return self.readout_cv_sum / self.fitted if self.fitted else float("nan")
+    def mean_known_composite(self) -> float:
+        """The fitted people's mean known-item composite (:attr:`PersonFit.known_composite`; lower is better)."""
+        return self.known_composite_sum / self.fitted if self.fitted else float("nan")
 
     def summary(self) -> dict[str, Any]:
         """The scalar facts, for reports and the command line."""
         return {"fitted": self.fitted, "already_stored": self.already_stored, "skipped": len(self.skipped),
                 "one_time_seconds": round(self.one_time_seconds, 3), "seconds": round(self.seconds, 3),
                 "people_per_second": round(self.people_per_second, 3),
-                "mean_readout_cv": round(self.mean_readout_cv, 4) if self.fitted else None,
+                "mean_known_composite": round(self.mean_known_composite, 4) if self.fitted else None,
                 "correction_only_share": round(self.choices[(0.0, 0.0)] / self.fitted, 4) if self.fitted else None}
 
     def line(self, total: int | None = None) -> str:
@@ -132,8 +133,8 @@ def align_population(scorer: ItemScorer, people: Iterable[Subject], config: Gate
             store.add_many([f.vector for f in fits])
             store.flush()
         for f in fits:
-            report.choices[(f.gain, f.shift)] += 1
-            report.readout_cv_sum += f.readout_cv
+            report.choices[f.choice] += 1
+            report.known_composite_sum += f.known_composite
             if store is None:
                 report.vectors[f.vector.provenance.subject or ""] = f.vector
         report.fitted += len(fits)

@@ -27,7 +27,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +39,7 @@ from pas.fit.activations import answer_states
 from pas.fit.config import GatedConfig
 from pas.fit.gated import GAINS, HEAD_RIDGE, NEUTRAL, SHIFTS, calibrations, gate_tables, pushes
 from pas.fit.readout import PointScores, check_known_items
+from pas.population.plan import PersonFit
 from pas.population.readout_maps import Group, readout_maps
 from pas.score.many import encoded_logits_many
 from pas.score.metric import Objective, objective
@@ -75,19 +76,11 @@ def letter_head(model: PreTrainedModel, letter_ids: Sequence[int]) -> Iterator[t
             head.bias = bias
 
 
-@dataclass(frozen=True)
-class PersonFit:
-    """One person's fitted vector, the chosen (gain, shift) and the readout's out-of-fold composite."""
-
-    vector: SteeringVector
-    gain: float
-    shift: float
-    readout_cv: float
-
-
 class GatedPlan:
     """The person-independent part of a pas-gated fit for ``scorer``'s model (built once, see the module
     docstring); :meth:`fit_many` fits people with it. ``max_rows``: rows per forward pass."""
+
+    method = "pas-gated"
 
     def __init__(self, scorer: ItemScorer, config: GatedConfig, *, letters_only: bool = True,
                  max_rows: int = 1024) -> None:
@@ -222,9 +215,9 @@ class GatedPlan:
         choices = self._calibrate(g, y, w, b)
         fits = []
         for p, ((s, known), (gain, shift)) in enumerate(zip(members, choices, strict=True)):
-            prov = Provenance(subject=s.case, method="pas-gated", item_hash=item_hash(known),
+            prov = Provenance(subject=s.case, method=self.method, item_hash=item_hash(known),
                               bank=self.bank_fingerprint, config=asdict(self.config))
-            fits.append(PersonFit(self._vector(w[-1, p], b[-1, p], gain, shift, prov), gain, shift, cvs[p]))
+            fits.append(PersonFit(self._vector(w[-1, p], b[-1, p], gain, shift, prov), (gain, shift), cvs[p]))
         return fits
 
     def _calibrate(self, g: Group, y: np.ndarray, w: torch.Tensor, b: torch.Tensor) -> list[tuple[float, float]]:
