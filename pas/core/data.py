@@ -57,21 +57,27 @@ from pas.core.items import (
 )
 from pas.core.subjects import (
     LOOKS_LIKE_ITEM_KEY,
+    BadRow,
+    Parsed,
     Subject,
+    parse_columns,
+    parse_rows,
     parse_subjects,
     select_subjects,
 )
 
 __all__ = [
     "CLEAR_CORRELATION", "DATA_DIR_ENV", "DECLARATION_FILE", "DEFAULT_DATA_DIRS", "DEFAULT_ENCODING", "DOMAINS",
-    "ENCODINGS", "ITEM_COLUMNS", "LOOKS_LIKE_ITEM_KEY", "MIN_SUBJECTS_FOR_CHECK", "N_OPTIONS", "Item", "ItemBank",
-    "PapiData", "PapiDataError", "Subject", "as_response", "check_encoding", "declared_encoding", "items_from_csv",
-    "items_from_xls", "keyed_score", "load_descriptions", "load_items", "load_papi", "load_subjects",
-    "opposite_key_correlation", "parse_subjects", "resolve_data_dir", "select_subjects",
+    "ENCODINGS", "HUB_PREFIX", "ITEM_COLUMNS", "LOOKS_LIKE_ITEM_KEY", "MIN_SUBJECTS_FOR_CHECK", "N_OPTIONS",
+    "BadRow", "Item", "ItemBank", "PapiData", "PapiDataError", "Parsed", "Subject", "SubjectSource", "as_response",
+    "check_encoding", "declared_encoding", "find_subject_source", "items_from_csv", "items_from_xls", "keyed_score",
+    "load_descriptions", "load_items", "load_papi", "load_subjects", "opposite_key_correlation", "parse_columns",
+    "parse_rows", "parse_subjects", "read_json_records", "resolve_data_dir", "select_subjects",
 ]
 
 DEFAULT_DATA_DIRS = ("papi", "../shared/papi")  # tried in order when nothing else is set
 DATA_DIR_ENV = "PAPI_DATA_DIR"
+HUB_PREFIX = "hf:"  # a people source "hf:<id>" is loaded with datasets.load_dataset (a hub id needs network)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -122,9 +128,10 @@ def load_subjects(
     """Load and validate subjects; their values become responses (see the module docstring).
 
     ``source`` defaults to ``subjects.json`` (PAPI test-set JSON) in the data dir, else
-    any ``*.parquet`` there (the Hugging Face PAPI-300K layout, read with ``datasets``),
-    else a ``datasets.save_to_disk`` folder ``subjects/``. A hub id such as
-    ``WestlakeNLP/PAPI-300K`` is passed to ``datasets.load_dataset`` (needs network).
+    every ``*.parquet`` there (the Hugging Face PAPI-300K layout, read with ``datasets``),
+    else a ``datasets.save_to_disk`` folder ``subjects/`` (:func:`find_subject_source`). A hub id
+    such as ``WestlakeNLP/PAPI-300K`` is passed to ``datasets.load_dataset`` (needs network).
+    Everything is read at once; :mod:`pas.population.source` reads the same sources a chunk at a time.
     ``encoding`` (``keyed``/``responses``) overrides the data dir's ``papi.json``.
     Descriptions from ``personality_descriptions.json`` are attached when present.
     """
@@ -140,41 +147,93 @@ def load_subjects(
 
 
 def _read_subject_records(root: Path, source: str | os.PathLike[str] | None) -> tuple[list[Mapping], str]:
-    if (source is not None and not Path(source).exists() and "/" in str(source)
-            and not str(source).startswith((".", "/"))):
-        import datasets
-
-        ds = datasets.load_dataset(str(source), split="train")
-        return list(ds), str(source)
-    path = Path(source) if source is not None else None
-    if path is None:
-        for cand in (root / "subjects.json", *sorted(root.glob("*.parquet")), root / "subjects"):
-            if cand.exists():
-                path = cand
-                break
-        else:
-            raise PapiDataError(f"no subjects.json, *.parquet or subjects/ dataset folder in {root}")
-    if path.suffix == ".json":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PapiDataError(f"{path}: cannot read subjects JSON: {e}") from e
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise PapiDataError(f"{path}: expected a JSON list of subject objects")
-        return data, str(path)
+    """All records of the people source :func:`find_subject_source` finds, read whole."""
+    where = find_subject_source(root, source)
+    if where.kind == "json":
+        return read_json_records(where.paths[0]), where.origin
     import datasets
 
     try:
-        if path.suffix == ".parquet":
-            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        if where.kind == "hub":
+            ds = datasets.load_dataset(where.name, split="train")
+        elif where.kind == "parquet":
+            ds = datasets.load_dataset("parquet", data_files=[str(p) for p in where.paths], split="train")
         else:
-            ds = datasets.load_from_disk(str(path))
+            ds = datasets.load_from_disk(str(where.paths[0]))
             if isinstance(ds, datasets.DatasetDict):
                 ds = ds["train"]
     except Exception as e:
-        raise PapiDataError(f"{path}: cannot read subjects dataset: {e}") from e
-    return list(ds), str(path)
+        raise PapiDataError(f"{where.origin}: cannot read subjects dataset: {e}") from e
+    return list(ds), where.origin
+
+
+@dataclass(frozen=True)
+class SubjectSource:
+    """Where a data dir's people are. ``kind``: ``json`` (a JSON list of records), ``parquet`` (``paths``:
+    one or more files, read in order), ``disk`` (a ``datasets.save_to_disk`` folder) or ``hub`` (``name``:
+    a ``datasets`` hub id, or a dataset folder, for ``datasets.load_dataset``)."""
+
+    kind: str
+    paths: tuple[Path, ...] = ()
+    name: str = ""
+
+    @property
+    def origin(self) -> str:
+        """How errors name the source: the file, the folder's parquet files or the hub id."""
+        if self.kind == "hub":
+            return HUB_PREFIX + self.name
+        if len(self.paths) > 1:
+            return f"{self.paths[0].parent}/*.parquet ({len(self.paths)} files)"
+        return str(self.paths[0])
+
+
+def find_subject_source(root: Path, source: str | os.PathLike[str] | None = None) -> SubjectSource:
+    """Where the people of data dir ``root`` are (the one place that decides; every reader asks it).
+
+    ``source``, when given: ``hf:<id>`` (a hub id such as ``hf:WestlakeNLP/PAPI-300K``, or a local dataset
+    folder), a bare hub id that is no local path, a ``.json`` or ``.parquet`` file, a folder of ``*.parquet``
+    files, or a ``datasets.save_to_disk`` folder. Otherwise ``subjects.json`` in ``root``, else every
+    ``*.parquet`` there (the Hugging Face PAPI-300K layout: one or more files), else a ``subjects/`` folder.
+    """
+    if source is None:
+        return _source_in(root)
+    text, path = str(source), Path(source)
+    if text.startswith(HUB_PREFIX):
+        return SubjectSource("hub", name=text[len(HUB_PREFIX):])
+    if not path.exists() and "/" in text and not text.startswith((".", "/")):
+        return SubjectSource("hub", name=text)
+    if not path.exists():
+        raise PapiDataError(f"people source {text!r} does not exist; give a subjects .json or .parquet file, a "
+                            f"folder of .parquet files, a datasets folder or {HUB_PREFIX}<hub id>")
+    parquet = tuple(sorted(path.glob("*.parquet"))) if path.is_dir() else ()
+    if parquet:
+        return SubjectSource("parquet", parquet)
+    return SubjectSource({".json": "json", ".parquet": "parquet"}.get(path.suffix, "disk"), (path,))
+
+
+def _source_in(root: Path) -> SubjectSource:
+    """A data dir's own people: ``subjects.json``, else every ``*.parquet``, else ``subjects/``."""
+    parquet = tuple(sorted(root.glob("*.parquet")))
+    if (root / "subjects.json").exists():
+        return SubjectSource("json", (root / "subjects.json",))
+    if parquet:
+        return SubjectSource("parquet", parquet)
+    if (root / "subjects").exists():
+        return SubjectSource("disk", (root / "subjects",))
+    raise PapiDataError(f"no subjects.json, *.parquet or subjects/ dataset folder in {root}")
+
+
+def read_json_records(path: Path) -> list[Mapping]:
+    """A subjects JSON file: one JSON list of objects, read whole (the standard library reads no part of a
+    JSON value; JSON is the small-data format, parquet the large one)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PapiDataError(f"{path}: cannot read subjects JSON: {e}") from e
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise PapiDataError(f"{path}: expected a JSON list of subject objects")
+    return data
 
 
 def load_descriptions(path: str | os.PathLike[str]) -> dict[str, str]:

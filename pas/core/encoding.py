@@ -20,6 +20,7 @@ DEFAULT_ENCODING = "keyed"  # PAPI and Johnson's IPIP-NEO data store keyed score
 DECLARATION_FILE = "papi.json"
 MIN_SUBJECTS_FOR_CHECK = 30  # fewer subjects give too noisy a correlation to check the encoding
 CLEAR_CORRELATION = 0.1  # |mean opposite-key correlation| above this is clearly one encoding
+CHECK_SAMPLE = 5000  # the check reads the first this many subjects
 
 
 def declared_encoding(root: Path, encoding: str | None = None) -> str:
@@ -75,12 +76,13 @@ def check_encoding(bank: ItemBank, stored: Sequence[Mapping[int, int]], encoding
     """Fail if the data contradict the declared encoding; returns the correlation (None: too few subjects)."""
     if len(stored) < MIN_SUBJECTS_FOR_CHECK:
         return None
-    r = opposite_key_correlation(bank, stored[:5000])
+    sample = stored[:CHECK_SAMPLE]
+    r = opposite_key_correlation(bank, sample)
     looks = "keyed" if r > CLEAR_CORRELATION else "responses" if r < -CLEAR_CORRELATION else None
     if looks is not None and looks != encoding:
         raise PapiDataError(
             f"{origin}: declared encoding {encoding!r}, but the data look like {looks}: opposite-keyed items of a "
-            f"facet correlate {r:+.2f} on average over {min(len(stored), 5000)} subjects (keyed scores give clearly "
+            f"facet correlate {r:+.2f} on average over {len(sample)} subjects (keyed scores give clearly "
             f"positive, responses clearly negative values). Fix: declare the encoding in {DECLARATION_FILE} in the "
             f'data dir, e.g. {{"encoding": "{looks}"}}, or pass --encoding {looks} on the command line '
             f'(encoding="{looks}" to the loader in Python)'
