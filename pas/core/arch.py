@@ -25,22 +25,27 @@ class AttnOutSpec:
     """Dotted paths: ``layers`` from the model root, ``o_proj`` within one layer.
 
     ``conv1d``: the projection is a GPT-2 style ``Conv1D`` (weight ``[in, out]``).
+    ``tail``: where the layer goes on after attention, when it is ``residual + mlp(mlp_norm(residual))``
+    with the attention output added straight to the residual: ``(mlp_norm, mlp)`` within a layer and the
+    final norm from the model root. Optional: it lets the last layer's post-attention part run on its
+    own (:func:`last_block_tail`); families without it (e.g. Gemma-2's extra norms) take the general path.
     """
 
     layers: str
     o_proj: str
     conv1d: bool = False
+    tail: tuple[str, str, str] | None = None
 
 
-_LLAMA_LIKE = AttnOutSpec("model.layers", "self_attn.o_proj")
+_LLAMA_LIKE = AttnOutSpec("model.layers", "self_attn.o_proj", tail=("post_attention_layernorm", "mlp", "model.norm"))
 ARCHITECTURES: dict[str, AttnOutSpec] = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
-    "gpt2": AttnOutSpec("transformer.h", "attn.c_proj", conv1d=True),
+    "gemma": AttnOutSpec("model.layers", "self_attn.o_proj"),  # its embeddings and norms differ: no tail
+    "gemma2": AttnOutSpec("model.layers", "self_attn.o_proj"),
+    "gpt2": AttnOutSpec("transformer.h", "attn.c_proj", conv1d=True, tail=("ln_2", "mlp", "transformer.ln_f")),
 }
 
 
@@ -98,6 +103,30 @@ def o_proj_modules(model: PreTrainedModel) -> list[nn.Module]:
     """The attention output projection of every layer, in layer order."""
     spec = spec_for(model)
     return [_get(layer, spec.o_proj) for layer in _get(model, spec.layers)]
+
+
+@dataclass(frozen=True)
+class BlockTail:
+    """The last layer after its attention: :meth:`__call__` maps the residual stream right after the attention
+    output is added, ``[N, hidden]``, to the final (normed) hidden state ``[N, hidden]``; ``mlp_norm`` is the
+    module whose input is that residual (hook it to read it)."""
+
+    mlp_norm: nn.Module
+    mlp: nn.Module
+    final_norm: nn.Module
+
+    def __call__(self, residual: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(residual + self.mlp(self.mlp_norm(residual)))
+
+
+def last_block_tail(model: PreTrainedModel) -> BlockTail | None:
+    """The last layer's :class:`BlockTail`, or None where the family declares no ``tail``."""
+    spec = spec_for(model)
+    if spec.tail is None:
+        return None
+    mlp_norm, mlp, final_norm = spec.tail
+    last = _get(model, spec.layers)[-1]
+    return BlockTail(_get(last, mlp_norm), _get(last, mlp), _get(model, final_norm))
 
 
 def config_fingerprint(config: PretrainedConfig) -> str:

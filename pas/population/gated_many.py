@@ -39,10 +39,12 @@ from pas.fit.activations import answer_states
 from pas.fit.config import GatedConfig
 from pas.fit.gated import GAINS, HEAD_RIDGE, NEUTRAL, SHIFTS, calibrations, gate_tables, pushes
 from pas.fit.readout import PointScores, check_known_items
-from pas.population.plan import PersonFit
+from pas.population.plan import PersonFit, SharedPlan
 from pas.population.readout_maps import Group, readout_maps
+from pas.population.subspace import GateSubspace, gate_subspace
 from pas.score.many import encoded_logits_many
 from pas.score.metric import Objective, objective
+from pas.score.prompts import LETTER_VALUES
 from pas.score.scorer import EncodedPrompts, ItemScorer, encode_prompts, keep_trunk, to_distribution
 from pas.steer.signature import ModelSignature
 from pas.steer.vector import Provenance, SteeringVector, item_hash
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 GRID: tuple[tuple[float, float], ...] = tuple(itertools.product(GAINS, SHIFTS))  # calibrate's order
+CALIBRATIONS = ("exact", "fast")  # see the module docstring and pas.population.subspace
+FAST_PEOPLE = 8  # people per fast-path block (memory: people x 25 settings x 24 items x the MLP width)
 KEPT_GROUPS = 16  # readout maps of groups with unusual missing items kept at a time (the complete group always)
 
 
@@ -83,7 +87,9 @@ class GatedPlan:
     method = "pas-gated"
 
     def __init__(self, scorer: ItemScorer, config: GatedConfig, *, letters_only: bool = True,
-                 max_rows: int = 1024) -> None:
+                 max_rows: int = 1024, calibration: str = "exact") -> None:
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
         if len(HEAD_RIDGE) != 1:
             raise ValueError(f"batched readouts need one ridge strength (pas.fit.gated.HEAD_RIDGE = {HEAD_RIDGE}); "
                              f"with several, fit people one by one with fit_subject")
@@ -102,6 +108,8 @@ class GatedPlan:
         self.full = keep_trunk(model, scorer.encode(self.items), scorer.letter_ids, self.layer - 1)
         self.neutral = self._neutral_logits(scorer.letter_ids)  # [shifts, 120, 6]
         self.letters_only = letters_only and self._letter_head_agrees()
+        self.calibration = calibration
+        self.subspace = self._subspace() if calibration == "fast" else None
         self._groups: OrderedDict[tuple[int, ...], Group] = OrderedDict()
         self.complete = self.group(tuple(sorted(self.items)))
 
@@ -119,6 +127,9 @@ class GatedPlan:
         n_heads, dim = self.shape[1:]
         return self._logits(self.full, len(SHIFTS), lambda i: self._vector(
             torch.zeros(n_heads, dim), torch.full((n_heads,), NEUTRAL), 0.0, SHIFTS[i]), letters)
+
+    def _subspace(self) -> GateSubspace:
+        return gate_subspace(self.scorer, self.items, self.layer, self.tilt, self.correction)
 
     def _letter_head_agrees(self) -> bool:
         with letter_head(self.scorer.model, self.scorer.letter_ids) as letters:
@@ -151,7 +162,8 @@ class GatedPlan:
                                                                self.config.seed)
         by_id = self.scorer.bank.by_id
         domains = tuple(np.flatnonzero([by_id[i].domain == d for i in ids]) for d in DOMAINS)
-        g = Group(ids, folds, weights, intercepts, out_of_fold, domains, self._fold_encodings(ids, folds))
+        encodings = self._fold_encodings(ids, folds) if self.calibration == "exact" else ()
+        g = Group(ids, folds, weights, intercepts, out_of_fold, domains, encodings)
         self._groups[ids] = g
         others = [key for key in self._groups if len(key) != len(self.items)]
         if len(others) > KEPT_GROUPS:
@@ -170,6 +182,12 @@ class GatedPlan:
             enc = encode_prompts(scorer.model, scorer.tokenizer, texts, batch_size=len(texts), prefix_cache=False)
             encs.append(keep_trunk(scorer.model, enc, scorer.letter_ids, self.layer - 1))
         return tuple(encs)
+
+    def shared(self) -> SharedPlan:
+        """This plan without its model, made once and sent to worker processes, which rebuild it on their own copy
+        of the model with :meth:`SharedPlan.attach` (exact calibration: about 1 GB on SmolLM2-135M, mostly
+        the short form's encodings)."""
+        return SharedPlan.of(self)
 
     # ------------------------------------------------------------ per person, batched
 
@@ -221,28 +239,80 @@ class GatedPlan:
         return fits
 
     def _calibrate(self, g: Group, y: np.ndarray, w: torch.Tensor, b: torch.Tensor) -> list[tuple[float, float]]:
-        """Each person's (gain, shift), as :func:`pas.fit.gated.calibrate` chooses it."""
-        moving = [j for j, (gain, _) in enumerate(GRID) if gain != 0]
+        """Each person's (gain, shift), as :func:`pas.fit.gated.calibrate` chooses it: from the answers and expected
+        answers of every setting on the held-out items of each fold (steered passes, or the fast path)."""
         people, n = y.shape
-        logits = torch.empty(people, len(GRID), n, 6)
+        answers, expected = np.empty((people, len(GRID), n)), np.full((people, len(GRID), n), np.nan)
         rows = [self.where[i] for i in g.ids]
         for j, (gain, shift) in enumerate(GRID):
-            if gain == 0:
-                logits[:, j] = self.neutral[SHIFTS.index(shift), rows]
-        steered = torch.empty(people, len(moving), n, 6)
+            if gain == 0:  # the same vector for everyone: computed once
+                s = to_distribution(self.neutral[SHIFTS.index(shift), rows])
+                answers[:, j], expected[:, j] = s.answers, s.expected
+        moving = [j for j, (gain, _) in enumerate(GRID) if gain != 0]
+        if self.subspace is None:
+            s = to_distribution(self.calibration_logits(g, w, b, moving).reshape(-1, 6))
+            answers[:, moving] = s.answers.reshape(people, len(moving), n)
+            expected[:, moving] = s.expected.reshape(people, len(moving), n)
+        else:
+            self._fast(self.subspace, g, y, w, b, moving, answers, expected)
+        return [self._choose(g, y[p], answers[p], expected[p]) for p in range(people)]
+
+    def calibration_logits(self, g: Group, w: torch.Tensor, b: torch.Tensor, settings: Sequence[int]) -> torch.Tensor:
+        """``[P, S, n, 6]``: the group's people's letter logits (and log-partition) on their held-out items under
+        the fold readouts ``w [F + 1, P, H, D]``, ``b [F + 1, P, H]`` at the grid's ``settings``, by steered
+        passes (the exact calibration)."""
+        people, n = w.shape[1], len(g.ids)
+        out = torch.empty(people, len(settings), n, 6)
         with self._letters() as letters:
             for k, (part, enc) in enumerate(zip(g.folds, g.encodings, strict=True)):
-                def make(i: int, k: int = k) -> SteeringVector:  # person i // len(moving), setting i % len(moving)
-                    p, j = divmod(i, len(moving))
-                    return self._vector(w[k, p], b[k, p], *GRID[moving[j]])
+                def make(i: int, k: int = k) -> SteeringVector:  # person i // len(settings), setting i % len(...)
+                    p, j = divmod(i, len(settings))
+                    return self._vector(w[k, p], b[k, p], *GRID[settings[j]])
 
-                out = self._logits(enc, people * len(moving), make, letters)
-                steered[:, :, torch.as_tensor(part)] = out.reshape(people, len(moving), len(part), 6)
-        logits[:, moving] = steered
-        s = to_distribution(logits.reshape(-1, 6))
-        answers = s.answers.reshape(people, len(GRID), n)
-        expected = s.expected.reshape(people, len(GRID), n)
-        return [self._choose(g, y[p], answers[p], expected[p]) for p in range(people)]
+                logits = self._logits(enc, people * len(settings), make, letters)
+                out[:, :, torch.as_tensor(part)] = logits.reshape(people, len(settings), len(part), 6)
+        return out
+
+    def _fast(self, sub: GateSubspace, g: Group, y: np.ndarray, w: torch.Tensor, b: torch.Tensor,
+              moving: list[int], answers: np.ndarray, expected: np.ndarray) -> None:
+        """The fast path (:mod:`pas.population.subspace`): every moving setting's answers, then the expected
+        answers of just the settings whose composite ties a person's best (all that the choice reads of them)."""
+        values = torch.tensor(LETTER_VALUES, dtype=torch.float64)
+        gains = torch.tensor([GRID[j][0] for j in moving])
+        shifts = torch.tensor([GRID[j][1] for j in moving])
+        folds = [(torch.tensor([self.where[g.ids[i]] for i in part]), part) for part in g.folds]
+
+        def gates(k: int, at: torch.Tensor, people: slice, settings: torch.Tensor) -> torch.Tensor:
+            reads = sub.readouts(at, w[k, people], b[k, people])  # [p, m, H]
+            gain, shift = gains[settings][None, :, None, None], shifts[settings][None, :, None, None]
+            return (gain * (reads[:, None] - NEUTRAL) + shift) / reads.shape[-1]  # readout_gates' formula
+
+        everything = torch.arange(len(moving))
+        for k, (at, part) in enumerate(folds):
+            for p0 in range(0, len(y), FAST_PEOPLE):
+                people = slice(p0, p0 + FAST_PEOPLE)
+                g_all = gates(k, at, people, everything)
+                raw = sub.raw_letters(at, g_all.reshape(-1, *g_all.shape[2:])).reshape(*g_all.shape[:3], 5)
+                picked = values[raw.argmax(-1)].numpy()  # [p, S, m]: argmax needs no final norm
+                for s_i, j in enumerate(moving):
+                    answers[people, j, part] = picked[:, s_i]
+        best = self._composites(g, y, answers)
+        for p, j in zip(*np.nonzero(best), strict=True):
+            if GRID[j][0] == 0:
+                continue
+            s_i = moving.index(j)
+            for k, (at, part) in enumerate(folds):
+                logits = sub.letters(at, gates(k, at, slice(p, p + 1), torch.tensor([s_i]))[0])[0]  # [m, 5]
+                expected[p, j, part] = (torch.softmax(logits.double(), -1) @ values).numpy()
+
+    @staticmethod
+    def _composites(g: Group, y: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        """``[P, G]`` bool: the settings whose composite (rounded as the objective's key rounds it) is the
+        person's least."""
+        err = np.abs(answers - y[:, None, :])  # [P, G, n]
+        composite = sum(err[..., pos].mean(-1) for pos in g.domains)
+        rounded = np.round(composite, 9)
+        return rounded == rounded.min(1, keepdims=True)
 
     @contextmanager
     def _letters(self) -> Iterator[Sequence[int]]:
