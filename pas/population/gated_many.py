@@ -282,9 +282,13 @@ class GatedPlan:
         shifts = torch.tensor([GRID[j][1] for j in moving])
         folds = [(torch.tensor([self.where[g.ids[i]] for i in part]), part) for part in g.folds]
 
-        def gates(k: int, at: torch.Tensor, people: slice, settings: torch.Tensor) -> torch.Tensor:
+        def gates(k: int, at: torch.Tensor, people: slice | torch.Tensor, settings: torch.Tensor) -> torch.Tensor:
+            """``[p, S, m, H]``: every setting for each person (or, with a tensor of people, ``[Q, 1, m, H]``: one
+            setting per person)."""
             reads = sub.readouts(at, w[k, people], b[k, people])  # [p, m, H]
-            gain, shift = gains[settings][None, :, None, None], shifts[settings][None, :, None, None]
+            paired = isinstance(people, torch.Tensor)
+            gain = gains[settings][:, None, None, None] if paired else gains[settings][None, :, None, None]
+            shift = shifts[settings][:, None, None, None] if paired else shifts[settings][None, :, None, None]
             return (gain * (reads[:, None] - NEUTRAL) + shift) / reads.shape[-1]  # readout_gates' formula
 
         everything = torch.arange(len(moving))
@@ -296,14 +300,16 @@ class GatedPlan:
                 picked = values[raw.argmax(-1)].numpy()  # [p, S, m]: argmax needs no final norm
                 for s_i, j in enumerate(moving):
                     answers[people, j, part] = picked[:, s_i]
-        best = self._composites(g, y, answers)
-        for p, j in zip(*np.nonzero(best), strict=True):
-            if GRID[j][0] == 0:
-                continue
-            s_i = moving.index(j)
-            for k, (at, part) in enumerate(folds):
-                logits = sub.letters(at, gates(k, at, slice(p, p + 1), torch.tensor([s_i]))[0])[0]  # [m, 5]
-                expected[p, j, part] = (torch.softmax(logits.double(), -1) @ values).numpy()
+        pairs = [(p, j) for p, j in zip(*np.nonzero(self._composites(g, y, answers)), strict=True) if GRID[j][0] != 0]
+        if not pairs:
+            return
+        who = torch.tensor([p for p, _ in pairs])
+        which = torch.tensor([moving.index(j) for _, j in pairs])
+        for k, (at, part) in enumerate(folds):  # the tied settings' expected answers, all pairs at once per fold
+            logits = sub.letters(at, gates(k, at, who, which)[:, 0])  # [Q, m, 5]
+            mean = (torch.softmax(logits.double(), -1) @ values).numpy()
+            for q, (p, j) in enumerate(pairs):
+                expected[p, j, part] = mean[q]
 
     @staticmethod
     def _composites(g: Group, y: np.ndarray, answers: np.ndarray) -> np.ndarray:
