@@ -168,10 +168,13 @@ def test_bad_people_are_skipped_with_their_reasons(tiny_llama, scorer, papi, peo
     assert report.summary()["skipped"] == 3
 
 
-def test_progress_lines(scorer, people, capsys):
+def test_progress_lines(scorer, people, capsys, monkeypatch):
+    import pas.population.fit as fit
+
+    monkeypatch.setattr(fit, "PROGRESS_SECONDS", 0.0)  # a line per chunk (the default: one per 5 s)
     report = align_population(scorer, people[:5], chunk=2, progress=True)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 + 3  # after the one-time work, then one per chunk
+    assert len(lines) == 1 + 3 + 1  # after the one-time work, then one per chunk, then the last one
     assert all(line.startswith("pas: align-population: ") and "people/s" in line for line in lines)
     assert "5/5 people: 5 fitted, 0 skipped, 0 already stored" in lines[-1] and "ETA" in lines[-1]
     assert report.people_per_second > 0 and report.one_time_seconds > 0

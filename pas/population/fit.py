@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 from pas.core.data import Subject
 from pas.fit.config import GatedConfig
 from pas.population.gated_many import GatedPlan
+from pas.population.plan import Executor, fit_here
 from pas.score.scorer import ItemScorer
 from pas.steer.vector import SteeringVector
 
 if TYPE_CHECKING:
     from pas.population.store import PopulationStore
+
+PROGRESS_SECONDS = 5.0  # at most one progress line per this many seconds (and one at the end)
 
 
 @dataclass(frozen=True)
@@ -90,18 +93,45 @@ def _chunks(people: Iterable[Subject], size: int) -> Iterator[list[Subject]]:
         yield batch
 
 
+def _todo(people: Iterable[Subject], size: int, store: PopulationStore | None, report: PopulationReport,
+          in_flight: set[str]) -> Iterator[list[Subject]]:
+    """Each chunk's people still to fit (not stored, not already sent, not twice), counted in ``report``; those
+    sent are added to ``in_flight``, and the caller removes them when their chunk comes back."""
+    for batch in _chunks(people, size):
+        todo: dict[str, Subject] = {}
+        for s in batch:
+            if s.case in todo or s.case in in_flight or (store is None and s.case in report.vectors):
+                report.skipped.append(Skipped(s.case, f"case {s.case!r} appears twice in the input; fitted once"))
+            elif store is not None and s.case in store:
+                report.already_stored += 1
+            else:
+                todo[s.case] = s
+        in_flight.update(todo)
+        yield list(todo.values())
+
+
 def align_population(scorer: ItemScorer, people: Iterable[Subject], config: GatedConfig | None = None, *,
                      store: PopulationStore | None = None, chunk: int = 64, progress: bool = True,
-                     max_rows: int = 1024, letters_only: bool = True) -> PopulationReport:
+                     max_rows: int = 1024, letters_only: bool = True, calibration: str = "auto",
+                     executor: Executor = fit_here, flush_seconds: float = 30.0) -> PopulationReport:
     """Fit every person's pas-gated vector: the same vector as ``fit_subject(scorer.model, person, config)``
     (up to float rounding), with the person-independent work done once and people fitted ``chunk`` at a time.
 
-    ``people`` is read lazily, a chunk at a time. With ``store``, each chunk's vectors are added and
-    flushed (a killed run loses at most one chunk) and people already in it are not fitted again; the
-    store is left open. Without one the vectors come back in ``report.vectors`` (all in memory).
-    ``progress`` prints one line per chunk on stderr. ``max_rows``: rows per forward pass (memory per
-    pass); ``letters_only``: calibrate with the output layer narrowed to the five letters (see
-    :mod:`pas.population.gated_many`; the model is restored after each chunk).
+    ``people`` is read lazily, a chunk at a time. With ``store``, each chunk's vectors are added (a full
+    shard is committed at once) and the rest is committed at least every ``flush_seconds`` and at the end,
+    so a killed run loses at most that much work (people not committed are fitted again on resume, never
+    twice in the store); people already in it are not fitted again; the store is left open. Without one
+    the vectors come back in ``report.vectors`` (all in memory). ``progress`` prints a line (people/s,
+    ETA) on stderr every few seconds.
+
+    ``max_rows``: rows per forward pass (memory per pass). ``letters_only``: calibrate with the output
+    layer narrowed to the five letters (see :mod:`pas.population.gated_many`; the model is restored after
+    each chunk). ``calibration``: "exact" (every person's (gain, shift) chosen from steered passes, as
+    fit_subject does), "fast" (the same choice from the last layer computed in the gates' span,
+    :mod:`pas.population.subspace`: no forward pass per person; Llama family, gates on the last layer) or
+    "auto" (fast where it applies). ``executor``: where chunks are fitted
+    (:func:`pas.population.plan.fit_here`: here, in order; :class:`pas.population.distributed.RayExecutor`:
+    on Ray workers, as they finish); this process alone writes the store either way.
     """
     config = config or GatedConfig()
     if not isinstance(config, GatedConfig):
@@ -113,25 +143,21 @@ def align_population(scorer: ItemScorer, people: Iterable[Subject], config: Gate
         store.check_model(scorer.model)  # before any work: a store of another model refuses every vector
     total = len(people) if isinstance(people, Sized) else None
     t0 = time.perf_counter()
-    plan = GatedPlan(scorer, config, letters_only=letters_only, max_rows=max_rows)
+    plan = GatedPlan(scorer, config, letters_only=letters_only, max_rows=max_rows, calibration=calibration)
     report = PopulationReport(one_time_seconds=time.perf_counter() - t0)
     if progress:
         print(report.line(total), file=sys.stderr, flush=True)
     t1 = time.perf_counter()
-    for batch in _chunks(people, chunk):
-        todo: dict[str, Subject] = {}
-        for s in batch:
-            if s.case in todo or (store is None and s.case in report.vectors):
-                report.skipped.append(Skipped(s.case, f"case {s.case!r} appears twice in the input; fitted once"))
-            elif store is not None and s.case in store:
-                report.already_stored += 1
-            else:
-                todo[s.case] = s
-        fits, skipped = plan.fit_many(list(todo.values()))
+    in_flight: set[str] = set()
+    flushed = shown = time.perf_counter()
+    for cases, fits, skipped in executor(plan, _todo(people, chunk, store, report, in_flight)):
+        in_flight.difference_update(cases)
         report.skipped += [Skipped(case, reason) for case, reason in skipped]
         if store is not None and fits:
-            store.add_many([f.vector for f in fits])
-            store.flush()
+            store.add_many([f.vector for f in fits])  # a full shard is committed at once
+            if time.perf_counter() - flushed >= flush_seconds:
+                store.flush()
+                flushed = time.perf_counter()
         for f in fits:
             report.choices[f.choice] += 1
             report.known_composite_sum += f.known_composite
@@ -139,7 +165,12 @@ def align_population(scorer: ItemScorer, people: Iterable[Subject], config: Gate
                 report.vectors[f.vector.provenance.subject or ""] = f.vector
         report.fitted += len(fits)
         report.seconds = time.perf_counter() - t1
-        if progress:
+        if progress and time.perf_counter() - shown >= PROGRESS_SECONDS:
             print(report.line(total), file=sys.stderr, flush=True)
+            shown = time.perf_counter()
+    if store is not None:
+        store.flush()
+    if progress:
+        print(report.line(total), file=sys.stderr, flush=True)
     return report
 

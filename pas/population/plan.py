@@ -8,12 +8,21 @@ Ray executor) only drive plans: reading people, chunking, the store, progress.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import torch
 
 from pas.core.data import Subject
+from pas.core.items import ItemBank
+from pas.score.prompts import PromptTemplate
+from pas.score.scorer import ItemScorer
+from pas.steer.signature import ModelSignature
 from pas.steer.vector import SteeringVector
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -35,3 +44,63 @@ class PopulationPlan(Protocol):
     def fit_many(self, people: Sequence[Subject]) -> tuple[list[PersonFit], list[tuple[str, str]]]:
         """``(fits, skipped)``; ``skipped`` holds ``(case, reason)`` for each person the fit refuses."""
         ...
+
+
+class ChunkFits(NamedTuple):
+    """One chunk fitted: every ``case`` it held (fitted or skipped), the fits, and ``(case, reason)`` per skip."""
+
+    cases: list[str]
+    fits: list[PersonFit]
+    skipped: list[tuple[str, str]]
+
+
+class Executor(Protocol):
+    """How chunks get fitted: ``executor(plan, chunks)`` yields one :class:`ChunkFits` per chunk, in any order,
+    reading ``chunks`` lazily (only a bounded number in flight). :func:`fit_here` fits in this process;
+    :class:`pas.population.distributed.RayExecutor` on Ray workers."""
+
+    def __call__(self, plan: PopulationPlan, chunks: Iterable[Sequence[Subject]]) -> Iterator[ChunkFits]: ...
+
+
+def fit_here(plan: PopulationPlan, chunks: Iterable[Sequence[Subject]]) -> Iterator[ChunkFits]:
+    """The local executor: each chunk fitted in this process, in order, one at a time."""
+    for people in chunks:
+        yield ChunkFits([s.case for s in people], *plan.fit_many(people))
+
+
+@dataclass(frozen=True)
+class SharedPlan:
+    """A plan without its model: the person-independent state (tensors, arrays, config), the item bank and the
+    scorer's settings. Picklable, so a driver makes the plan once and sends this once to every worker process,
+    which rebuilds the plan on its own copy of the model (:meth:`attach`) instead of redoing the one-time work.
+
+    Made by :meth:`of` for any plan whose only link to the model is its ``scorer`` attribute (``state``: every
+    other attribute; ``kind``: the plan's class, rebuilt without calling its ``__init__``)."""
+
+    kind: type
+    state: dict[str, Any]
+    signature: ModelSignature
+    bank: ItemBank
+    template: PromptTemplate
+    batch_size: int
+
+    @classmethod
+    def of(cls, plan: Any) -> SharedPlan:
+        """``plan``'s state without its scorer; refuses a plan that holds a model elsewhere."""
+        scorer: ItemScorer = plan.scorer
+        state = {k: v for k, v in vars(plan).items() if k != "scorer"}
+        held = [k for k, v in state.items() if isinstance(v, torch.nn.Module)]
+        if held:
+            raise ValueError(f"{type(plan).__name__} holds a model in {held}; only its scorer may hold one")
+        return cls(type(plan), state, ModelSignature.of(scorer.model), scorer.bank, scorer.template,
+                   scorer.batch_size)
+
+    def attach(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PopulationPlan:
+        """The plan on ``model`` (the driver's model, loaded here): it fits exactly what the driver's plan fits.
+        The plan takes over this object's state (attach each deserialised copy once). Raises
+        :class:`pas.steer.signature.ModelMismatchError` when ``model`` is another model than the plan's."""
+        self.signature.check(model)
+        plan: Any = object.__new__(self.kind)
+        vars(plan).update(self.state)
+        plan.scorer = ItemScorer(model, tokenizer, self.bank, self.template, batch_size=self.batch_size)
+        return plan
