@@ -69,3 +69,17 @@ def test_fast_plan_refuses_where_it_does_not_apply(tiny, tokenizer, papi):
         pytest.skip("the llama family has the fast path")
     with pytest.raises(ValueError, match="calibration='exact'"):
         GatedPlan(ItemScorer(tiny, tokenizer, papi.bank), GatedConfig(), calibration="fast")
+
+
+def test_grid_equals_explicit_gates(scorer):  # noqa: F811
+    """raw_letters_grid (the settings' structure) = raw_letters of the explicit gates, every gain and shift."""
+    plan = GatedPlan(scorer, GatedConfig(), calibration="fast")
+    sub = plan.subspace
+    at = torch.arange(7)
+    reads = 3 + torch.randn(2, 7, sub.states.shape[1], generator=torch.Generator().manual_seed(0))
+    gains, shifts = torch.tensor([2.0, 8.0]), torch.tensor([-1.0, 0.0, 0.5])
+    grid = sub.raw_letters_grid(at, reads, gains, shifts)
+    for gi, gain in enumerate(gains):
+        for si, shift in enumerate(shifts):
+            gates = (gain * (reads - 3.0) + shift) / reads.shape[-1]
+            torch.testing.assert_close(grid[:, gi, si], sub.raw_letters(at, gates), rtol=1e-4, atol=1e-4)

@@ -9,8 +9,10 @@ linear maps of the answers. :meth:`GatedPlan.fit_many` then fits a chunk of peop
 - people are grouped by the items they answered; a group shares the folds and the standardisation, so
   every head's ridge readout (per fold and on all items) is one matrix product with the answers of the
   whole group (the ridge map is linear in ``y``: :mod:`pas.population.readout_maps`);
-- each fold calibrates the group's people together: people x (gain, shift) vectors as rows of
-  :func:`pas.score.many.encoded_logits_many` calls, each call one pass per batch;
+- each fold calibrates the group's people together: with ``calibration="exact"``, people x (gain, shift)
+  vectors as rows of :func:`pas.score.many.encoded_logits_many` calls, each call one pass per batch; with
+  ``"fast"`` (Llama family, gates on the last layer), the last layer computed in the gates' own span
+  (:mod:`pas.population.subspace`), no forward pass per person; ``"auto"`` takes fast where it applies;
 - the one validation objective picks each person's (gain, shift) with the same key and tie-breaks as
   :func:`pas.fit.gated.calibrate` (its composites computed for the whole grid at once).
 
@@ -41,7 +43,7 @@ from pas.fit.gated import GAINS, HEAD_RIDGE, NEUTRAL, SHIFTS, calibrations, gate
 from pas.fit.readout import PointScores, check_known_items
 from pas.population.plan import PersonFit, SharedPlan
 from pas.population.readout_maps import Group, readout_maps
-from pas.population.subspace import GateSubspace, gate_subspace
+from pas.population.subspace import GateSubspace, gate_subspace, supports
 from pas.score.many import encoded_logits_many
 from pas.score.metric import Objective, objective
 from pas.score.prompts import LETTER_VALUES
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 GRID: tuple[tuple[float, float], ...] = tuple(itertools.product(GAINS, SHIFTS))  # calibrate's order
-CALIBRATIONS = ("exact", "fast")  # see the module docstring and pas.population.subspace
+CALIBRATIONS = ("auto", "exact", "fast")  # see the module docstring and pas.population.subspace
 FAST_PEOPLE = 8  # people per fast-path block (memory: people x 25 settings x 24 items x the MLP width)
 KEPT_GROUPS = 16  # readout maps of groups with unusual missing items kept at a time (the complete group always)
 
@@ -87,7 +89,7 @@ class GatedPlan:
     method = "pas-gated"
 
     def __init__(self, scorer: ItemScorer, config: GatedConfig, *, letters_only: bool = True,
-                 max_rows: int = 1024, calibration: str = "exact") -> None:
+                 max_rows: int = 1024, calibration: str = "auto") -> None:
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
         if len(HEAD_RIDGE) != 1:
@@ -108,6 +110,8 @@ class GatedPlan:
         self.full = keep_trunk(model, scorer.encode(self.items), scorer.letter_ids, self.layer - 1)
         self.neutral = self._neutral_logits(scorer.letter_ids)  # [shifts, 120, 6]
         self.letters_only = letters_only and self._letter_head_agrees()
+        if calibration == "auto":
+            calibration = "fast" if self.letters_only and supports(model, self.layer) is None else "exact"
         self.calibration = calibration
         self.subspace = self._subspace() if calibration == "fast" else None
         self._groups: OrderedDict[tuple[int, ...], Group] = OrderedDict()
@@ -291,14 +295,16 @@ class GatedPlan:
             shift = shifts[settings][:, None, None, None] if paired else shifts[settings][None, :, None, None]
             return (gain * (reads[:, None] - NEUTRAL) + shift) / reads.shape[-1]  # readout_gates' formula
 
-        everything = torch.arange(len(moving))
+        grid_gains = torch.tensor([gain for gain in GAINS if gain != 0])  # moving = grid_gains x SHIFTS, in order
+        grid_shifts = torch.tensor(SHIFTS)
+        assert len(moving) == len(grid_gains) * len(grid_shifts)
         for k, (at, part) in enumerate(folds):
             for p0 in range(0, len(y), FAST_PEOPLE):
                 people = slice(p0, p0 + FAST_PEOPLE)
-                g_all = gates(k, at, people, everything)
-                raw = sub.raw_letters(at, g_all.reshape(-1, *g_all.shape[2:])).reshape(*g_all.shape[:3], 5)
-                picked = values[raw.argmax(-1)].numpy()  # [p, S, m]: argmax needs no final norm
-                for s_i, j in enumerate(moving):
+                reads = sub.readouts(at, w[k, people], b[k, people])
+                raw = sub.raw_letters_grid(at, reads, grid_gains, grid_shifts)  # [p, G, S, m, 5]
+                picked = values[raw.argmax(-1)].reshape(len(reads), len(moving), len(part)).numpy()
+                for s_i, j in enumerate(moving):  # argmax needs no final norm
                     answers[people, j, part] = picked[:, s_i]
         pairs = [(p, j) for p, j in zip(*np.nonzero(self._composites(g, y, answers)), strict=True) if GRID[j][0] != 0]
         if not pairs:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from pas.core.arch import last_block_tail, layout
+from pas.fit.gated import NEUTRAL
 from pas.score.scorer import ItemScorer, encode_prompts, last_step
 from pas.steer.fold import output_shift
 from pas.steer.hooks import record_head_outputs
@@ -99,6 +100,25 @@ class GateSubspace:
         pre.mul_(scale.T[..., None])
         hidden = self.act(pre[..., :half]).mul_(pre[..., half:])  # [n, M, F]
         return hidden.transpose(0, 1)
+
+    def raw_letters_grid(self, rows: torch.Tensor, reads: torch.Tensor, gains: torch.Tensor,
+                         shifts: torch.Tensor) -> torch.Tensor:
+        """``[P, G, S, n, 5]``: :meth:`raw_letters` of items ``rows`` at every gain and shift, the gates being
+        ``(gain * (reads - NEUTRAL) + shift) / H`` (:func:`pas.fit.gated.readout_gates`) for head readouts ``reads
+        [P, n, H]``. The grid's structure saves the per-row product with ``B``: ``a + B g = (a + shift B 1 / H) +
+        gain (B (reads - NEUTRAL) / H)``, one multiply-add per unit and row."""
+        people, n, n_heads = reads.shape
+        width, half = self.residual.shape[-1], self.b_mlp.shape[-1] // 2
+        d = (reads - NEUTRAL) / n_heads  # [P, n, H]
+        gates = gains[None, :, None, None, None] * d[:, None, None] + shifts[None, None, :, None, None] / n_heads
+        r_u = self.r_u[rows]
+        square = self.r_sq[rows] + 2 * (gates * r_u).sum(-1) + ((gates @ self.u_u) * gates).sum(-1)  # [P, G, S, n]
+        scale = torch.rsqrt(square / width + self.mlp_eps)
+        base = self.a_mlp[rows] + (shifts / n_heads)[:, None, None] * self.b_mlp.sum(0)  # [S, n, 2F]
+        pre = torch.addcmul(base[None, None], gains[None, :, None, None, None], (d @ self.b_mlp)[:, None, None])
+        pre.mul_(scale[..., None])
+        hidden = self.act(pre[..., :half]).mul_(pre[..., half:])  # [P, G, S, n, F]
+        return self.letters_r[rows] + gates @ self.letters_u + hidden @ self.letters_h
 
     def raw_letters(self, rows: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """``[M, n, 5]``: the letters' logits before the final norm's (positive) scale: the answers, exactly."""
