@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 from pas.core.arch import layout
-from pas.score.many import score_many
-from pas.score.scorer import ItemScorer
+from pas.score.many import offset_logits_many, score_many
+from pas.score.scorer import ItemScorer, final_logits
 from pas.steer.hooks import add_offsets, add_row_biases
 from pas.steer.rows import bias_table, generate_many
 from pas.steer.vector import Provenance, SteeringVector
@@ -46,6 +46,24 @@ def test_score_many_from_a_kept_trunk(tiny, tokenizer, papi):
     fresh = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)  # no trunk kept: whole passes
     for v, got in zip(vectors, many, strict=True):
         np.testing.assert_allclose(got.probs, fresh.score(ids, steering=v).probs, atol=1e-5)
+
+
+def test_offset_table_equals_each_offset_alone(tiny, tokenizer, papi):
+    """Offsets riding as answer positions that share each prompt's cache: each offset's logits equal it alone
+    (whole passes, and from a kept trunk with layer 0 untouched), several passes per batch."""
+    scorer = ItemScorer(tiny, tokenizer, papi.bank, batch_size=4)
+    ids = papi.bank.test_ids[:7]
+    lay = layout(tiny)
+    table = torch.stack([_vec(tiny, s).flat_offsets() for s in (1, 2, 3)] + [torch.zeros(lay.n_layers, lay.attn_width)])
+    enc = scorer.encode(ids)
+    for first in (0, 1):
+        if first:
+            table[:, :first] = 0
+        got = offset_logits_many(tiny, enc, scorer.letter_ids, table, from_layer=first, max_rows=8)
+        for offsets, mine in zip(table, got, strict=True):
+            with torch.no_grad(), add_offsets(tiny, offsets):
+                alone = final_logits(tiny, enc, scorer.letter_ids)
+            torch.testing.assert_close(mine, alone, atol=1e-5, rtol=1e-5)
 
 
 def test_per_row_hooks_equal_rows_alone(tiny, tokenizer):

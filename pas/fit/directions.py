@@ -10,7 +10,7 @@ of the activations' projections on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,12 +145,45 @@ def center_of_mass(data: ContrastSet, heads: list[tuple[int, int]],
     return torch.stack(vecs), torch.tensor(sigmas)
 
 
+@dataclass(frozen=True)
+class ProbeProblem:
+    """One subject's probe problem: labelled contrasts and the seeded split of their items (train, validation)."""
+
+    data: ContrastSet
+    train: np.ndarray
+    val: np.ndarray
+
+
+def probe_problem(acts: HeadActivations, responses: Mapping[int, int], *, val_fraction: float = 0.3, seed: int = 0,
+                  case: str = "?") -> ProbeProblem:
+    """Label ``acts`` with ``responses`` and split by item (raises :class:`NotEnoughAnswersError`)."""
+    data = contrast_set(acts, responses, case)
+    return ProbeProblem(data, *split_by_item(data.group, val_fraction, seed))
+
+
+def directions_of(problem: ProbeProblem, acc: torch.Tensor, k: int) -> Directions:
+    """The top ``k`` heads of probe accuracies ``acc [L, H]`` and their directions."""
+    heads = top_heads(acc, k)
+    vecs, sigmas = center_of_mass(problem.data, heads)
+    return Directions(tuple(heads), tuple(float(acc[layer, h]) for layer, h in heads), vecs, sigmas)
+
+
 def find_directions(acts: HeadActivations, responses: Mapping[int, int], *, k: int = 24, val_fraction: float = 0.3,
                     seed: int = 0, probe: ProbeFitter = sklearn_probe_accuracies, case: str = "?") -> Directions:
     """Probe every head on ``responses``, keep the top ``k``, and compute their directions."""
-    data = contrast_set(acts, responses, case)
-    train, val = split_by_item(data.group, val_fraction, seed)
-    acc = probe(data, train, val, seed)
-    heads = top_heads(acc, k)
-    vecs, sigmas = center_of_mass(data, heads)
-    return Directions(tuple(heads), tuple(float(acc[layer, h]) for layer, h in heads), vecs, sigmas)
+    problem = probe_problem(acts, responses, val_fraction=val_fraction, seed=seed, case=case)
+    return directions_of(problem, probe(problem.data, problem.train, problem.val, seed), k)
+
+
+def find_directions_many(problems: Sequence[ProbeProblem], *, k: int = 24, seed: int = 0,
+                         probe: ProbeFitter = sklearn_probe_accuracies) -> list[Directions]:
+    """:func:`find_directions` for many subjects' problems. The torch probes of all subjects are fitted by
+    :func:`pas_kernels.many_subject_accuracies` (batched as suits the device; the same optimum as one
+    subject at a time, padded problems differing by rounding only); other probes one subject at a time."""
+    if probe is not torch_probe_accuracies:
+        return [directions_of(p, probe(p.data, p.train, p.val, seed), k) for p in problems]
+    from pas_kernels import many_subject_accuracies
+
+    accs = many_subject_accuracies([head_problems(p.data, p.train, p.val) for p in problems]) if problems else []
+    return [directions_of(p, acc.reshape(p.data.x.shape[1:3]).float(), k)
+            for p, acc in zip(problems, accs, strict=True)]

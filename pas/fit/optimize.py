@@ -11,7 +11,7 @@ test items are never touched here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,42 +68,87 @@ class SteeredItems:
             return objective(self.bank, self.subject, self.ids, to_distribution(self.logits(offsets)))
 
 
-def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], refine_steps: int,
-                 progress: bool = False) -> tuple[float, dict[float, tuple[float, float, float]]]:
-    """Coarse grid, then golden-section refinement inside the best grid point's bracket.
+AlphaTrace = dict[float, tuple[float, float, float]]  # {alpha: (composite, expected, letter mass)}
+AlphaSearch = Generator[list[float], list[Objective], tuple[float, AlphaTrace]]
 
-    Returns the best alpha seen and a trace {alpha: (composite, expected, letter mass)}.
+
+def alpha_search(grid: Sequence[float], refine_steps: int) -> AlphaSearch:
+    """The strength search as steps: coarse grid, then golden-section refinement inside the best grid point's
+    bracket. Yields the strengths it needs next (never one already seen), is sent their objectives, and returns
+    ``(best alpha, trace {alpha: (composite, expected, letter mass)})``.
+
+    :func:`search_alpha` drives one search; :func:`search_alpha_many` drives many in lockstep, so that every
+    step's strengths of many people run as the rows of one batch.
     """
-    from tqdm.auto import tqdm
-
     seen: dict[float, Objective] = {}
-    bar = tqdm(total=len(set(grid)) + refine_steps + 2, desc="strength search", disable=not progress, leave=False)
 
     def f(a: float) -> tuple[bool, float, float]:
-        if a not in seen:
-            seen[a] = evaluate(a)
-            bar.update()
-            bar.set_postfix(alpha=f"{a:.3g}", composite=f"{seen[a].composite:.2f}")
         return seen[a].key
 
+    def need(*alphas: float) -> list[float]:
+        return [a for a in dict.fromkeys(alphas) if a not in seen]
+
     grid = sorted(set(float(g) for g in grid))
-    for a in grid:
-        f(a)
+    seen.update(zip(grid, (yield grid), strict=True))
     best = min(grid, key=f)
     i = grid.index(best)
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     if hi > lo:
         x1, x2 = hi - GOLDEN * (hi - lo), lo + GOLDEN * (hi - lo)
         for _ in range(refine_steps):
+            if todo := need(x1, x2):
+                seen.update(zip(todo, (yield todo), strict=True))
             if f(x1) <= f(x2):
                 hi, x2 = x2, x1
                 x1 = hi - GOLDEN * (hi - lo)
             else:
                 lo, x1 = x1, x2
                 x2 = lo + GOLDEN * (hi - lo)
-    bar.close()
     best = min(seen, key=lambda a: (seen[a].key, a))
     return best, {a: (o.composite, o.expected, o.letter_mass) for a, o in sorted(seen.items())}
+
+
+def search_alpha(evaluate: Callable[[float], Objective], grid: Sequence[float], refine_steps: int,
+                 progress: bool = False) -> tuple[float, AlphaTrace]:
+    """:func:`alpha_search` with ``evaluate(alpha)`` answering each strength it asks for, one at a time.
+
+    Returns the best alpha seen and a trace {alpha: (composite, expected, letter mass)}.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(set(grid)) + refine_steps + 2, desc="strength search", disable=not progress, leave=False)
+
+    def one_by_one(alphas: list[float]) -> list[Objective]:
+        out = []
+        for a in alphas:
+            out.append(evaluate(a))
+            bar.update()
+            bar.set_postfix(alpha=f"{a:.3g}", composite=f"{out[-1].composite:.2f}")
+        return out
+
+    result = search_alpha_many(lambda asked: [one_by_one(alphas) for alphas in asked], 1, grid, refine_steps)[0]
+    bar.close()
+    return result
+
+
+def search_alpha_many(evaluate: Callable[[list[list[float]]], list[list[Objective]]], count: int,
+                      grid: Sequence[float], refine_steps: int) -> list[tuple[float, AlphaTrace]]:
+    """``count`` strength searches (:func:`alpha_search`) in lockstep: each round ``evaluate`` gets the strengths
+    every unfinished search asks for (``[]`` for a finished one) and answers each with its objectives. Each
+    search's result equals :func:`search_alpha` with the same objectives."""
+    searches = [alpha_search(grid, refine_steps) for _ in range(count)]
+    asked: list[list[float] | None] = [next(s) for s in searches]
+    results: list[tuple[float, AlphaTrace] | None] = [None] * count
+    while any(a is not None for a in asked):
+        answers = evaluate([a or [] for a in asked])
+        for p, (search, alphas) in enumerate(zip(searches, asked, strict=True)):
+            if alphas is None:
+                continue
+            try:
+                asked[p] = search.send(answers[p])
+            except StopIteration as done:
+                asked[p], results[p] = None, done.value
+    return [r for r in results if r is not None]
 
 
 def expected_abs_error(logits6: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,15 @@
 
 One forward per step serves all rows (:mod:`pas.steer.rows`); results equal scoring each person
 alone (tested). Scoring reuses the subject-independent body encodings, so answering the
-questionnaire for S people costs one final-token pass over S x items rows.
+questionnaire for S people costs one final-token pass over S x items rows. Constant offsets given as a
+table (:func:`offset_logits_many`) ride as S answer positions of each prompt that share its cache, which
+is then neither copied nor repeated per person.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,6 +24,7 @@ from pas.score.scorer import (
     last_step,
     to_distribution,
 )
+from pas.steer.hooks import add_offsets
 from pas.steer.position import position_rule
 from pas.steer.rows import row_steering, vector_rows
 from pas.steer.vector import SteeringVector
@@ -81,3 +85,39 @@ def encoded_logits_many(model: PreTrainedModel, enc: EncodedPrompts, letter_ids:
     return out
 
 
+def _queries(batch: EncodedBatch, count: int, dtype: torch.dtype) -> EncodedBatch:
+    """``batch`` with ``count`` answer positions per prompt instead of one: the same token at the same position,
+    all on the prompt's one cache, each seeing the prompt and itself only (an additive 4-D attention mask), so
+    each computes what the prompt's answer position computes alone."""
+    rows, device = batch.last_ids.shape[0], batch.last_ids.device
+    prompt = batch.mask[:, :-1].bool()[:, None, None, :].expand(rows, 1, count, -1)
+    itself = torch.eye(count, dtype=torch.bool, device=device).expand(rows, 1, count, count)
+    seen = torch.cat([prompt, itself], -1)  # [B, 1, count, P + S + count]
+    mask = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, torch.finfo(dtype).min)
+    return replace(batch, last_ids=batch.last_ids.expand(rows, count), mask=mask,
+                   positions=batch.positions.expand(rows, count),
+                   trunk={k: t.expand(rows, count, t.shape[-1]).contiguous() for k, t in batch.trunk.items()})
+
+
+@torch.no_grad()
+def offset_logits_many(model: PreTrainedModel, enc: EncodedPrompts, letter_ids: Sequence[int], offsets: torch.Tensor,
+                       from_layer: int = 0, max_rows: int = 512) -> torch.Tensor:
+    """``[S, N, 6]``: :func:`pas.score.scorer.final_logits` of encoded prompts under each of ``S`` constant offsets
+    ``offsets [S, L, H*D]`` at the answer position (what a "last"-mode vector applies), many at once.
+
+    The offsets of one pass are answer positions of every prompt side by side (:func:`_queries`), so a pass
+    costs what its rows' layers cost, not a copy of the cache per offset. ``from_layer``: no offset touches a
+    layer below it; the input to it is computed once, unsteered (:func:`pas.score.scorer.keep_trunk`).
+    ``max_rows``: prompts x offsets per pass (memory: the pass's logits over the vocabulary).
+    """
+    keep_trunk(model, enc, letter_ids, from_layer)
+    table = offsets.to(model.device, model.dtype)
+    out = torch.empty(len(table), enc.n, 6)
+    for b in enc.batches:
+        per = max(1, max_rows // len(b.index))  # offsets per pass
+        for s0 in range(0, len(table), per):
+            part = table[s0 : s0 + per]
+            with add_offsets(model, part.transpose(0, 1)):  # [L, count, H*D]: one offset per answer position
+                logits = last_step(model, _queries(b, len(part), model.dtype), letter_ids, from_layer)
+            out[s0 : s0 + len(part), b.index] = logits.reshape(len(b.index), len(part), 6).transpose(0, 1).float().cpu()
+    return out

@@ -219,7 +219,8 @@ def _trunk(model: PreTrainedModel, layer: int, batch: EncodedBatch) -> Iterator[
 
 def last_step(model: PreTrainedModel, batch: EncodedBatch, letter_ids: Sequence[int],
               from_layer: int = 0) -> torch.Tensor:
-    """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp).
+    """The last token of one encoded batch: ``[B, 6]`` (five letter logits, then the vocabulary logsumexp); a batch
+    of ``T`` answer positions per row (:func:`pas.score.many.offset_logits_many`) gives ``[B * T, 6]``, row-major.
 
     ``from_layer`` k > 0: nothing hooked into the model acts below layer k (the caller's promise), so the
     answer position's input to layer k is kept on the batch and later calls run layers k.. only.
@@ -232,8 +233,9 @@ def last_step(model: PreTrainedModel, batch: EncodedBatch, letter_ids: Sequence[
 
 def _last_step(model: PreTrainedModel, batch: EncodedBatch, letter_ids: Sequence[int], skip: int) -> torch.Tensor:
     out = model(batch.last_ids, attention_mask=batch.mask, position_ids=batch.positions,
-                past_key_values=new_cache(model, batch.full_kv(skip)), use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1, :].float()
+                past_key_values=new_cache(model, batch.full_kv(skip)), use_cache=True,
+                logits_to_keep=batch.last_ids.shape[1])
+    logits = out.logits.flatten(0, 1).float()
     idx = torch.tensor(list(letter_ids), device=logits.device)
     return torch.cat([logits[:, idx], torch.logsumexp(logits, -1, keepdim=True)], 1)
 

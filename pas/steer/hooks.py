@@ -76,9 +76,13 @@ def add_offsets(
 
     offsets: ``[n_layers, n_heads * head_dim]`` (one vector for the whole batch), or with
     ``rows`` a table ``[n_vectors, n_layers, n_heads * head_dim]`` and ``rows: [batch]``
-    giving each batch row's vector (``-1``: unsteered). Layers whose offsets are all
-    zero get no hook. ``offsets`` may require grad (used to learn them).
+    giving each batch row's vector (``-1``: unsteered). Without ``rows``, ``start`` or ``last_only``,
+    ``offsets [n_layers, T, n_heads * head_dim]`` adds a different offset at each of a call's ``T``
+    positions, every row alike. Layers whose offsets are all zero get no hook. ``offsets`` may
+    require grad (used to learn them).
     """
+    if rows is None and offsets.dim() == 3 and (start is not None or last_only):
+        raise ValueError("per-position offsets [n_layers, T, n_heads * head_dim] take no start or last_only")
     projs = o_proj_modules(model)
     per_layer = offsets if rows is None else offsets.transpose(0, 1)  # [L, ...]
     if per_layer.shape[0] != len(projs):
