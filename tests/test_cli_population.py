@@ -63,3 +63,30 @@ def test_align_population_then_eval_and_chat_from_the_store(data_dir, papi, tiny
     assert "not in the store" in capsys.readouterr().err
     assert main(["chat", "--store", str(out), "--prompt", "hi"]) == 2
     assert "--store and --person go together" in capsys.readouterr().err
+
+
+def test_align_population_constant_kind(data_dir, papi, tiny_llama, tokenizer, tmp_path, monkeypatch, capsys):
+    """``--kind constant`` fills a store of pas vectors, the same as ``pas align`` person by person; a store of
+    one kind is not resumed with another, and --calibration belongs to the gated kind."""
+    import pas.core.models
+    from pas.fit.align import fit_subject
+    from pas.fit.config import PASConfig
+    from pas.population.store import PopulationStore
+
+    monkeypatch.setattr(pas.core.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
+    case = papi.subjects[0].case
+    out = tmp_path / "constant"
+    assert main(["align-population", "--data-dir", str(data_dir), "--subject", case, "--kind", "constant",
+                 "--out", str(out)]) == 0
+    stored = PopulationStore(out)[case]
+    alone, _ = fit_subject(tiny_llama, papi.subjects[0], PASConfig(), tokenizer=tokenizer, bank=papi.bank,
+                           progress=False)
+    assert stored.kind == "constant" and stored.provenance.method == "pas"
+    assert stored.provenance.item_hash == alone.provenance.item_hash and stored.signature == alone.signature
+    # (equal offsets: tests/test_population_constant.py, in one process; here the CLI sets its own thread count,
+    # and on a random tiny model nearly tied probes can then rank heads differently)
+    assert main(["align-population", "--data-dir", str(data_dir), "--subject", case, "--out", str(out)]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["align-population", "--data-dir", str(data_dir), "--subject", case, "--kind", "constant",
+                 "--calibration", "fast", "--out", str(tmp_path / "x")]) == 2
+    assert "--calibration is for --kind gated" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 
 from pas.fit.activations import answer_states
 from pas.fit.align import fit_subject
-from pas.fit.config import GatedConfig, PASConfig
+from pas.fit.config import GatedConfig
 from pas.fit.gated import fit_head_readouts
 from pas.population.fit import align_population
 from pas.population.gated_many import GatedPlan, letter_head
@@ -181,7 +181,7 @@ def test_progress_lines(scorer, people, capsys, monkeypatch):
 
 
 def test_refuses_what_it_cannot_do(scorer, people):
-    with pytest.raises(ValueError, match="gated kind only"):
-        align_population(scorer, people, PASConfig(), progress=False)
+    with pytest.raises(ValueError, match="GatedConfig"):
+        align_population(scorer, people, "gated", progress=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="chunk"):
         align_population(scorer, people, chunk=0, progress=False)

@@ -1,4 +1,5 @@
-"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``, ``pas assess``, ``pas traits``, ``pas persona``.
+"""``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``, ``pas assess``, ``pas traits``, ``pas persona``,
+the population commands and ``pas serve``.
 
 Every command takes ``--threads N`` (torch threads, set before any model work; on a
 busy 2-core machine 1 thread can be many times faster than 2).
@@ -14,7 +15,7 @@ import argparse
 import sys
 import traceback
 
-from pas.cli import commands, evaluate, population
+from pas.cli import commands, evaluate, population, serve
 from pas.cli.args import apply_threads
 
 USAGE, FAILURE = 2, 1
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     commands.add_parsers(sub)
     population.add_parsers(sub)
+    serve.add_parsers(sub)
     return parser
 
 

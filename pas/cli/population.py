@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
-from pas.cli.args import Subparsers, UsageError, add_data_args, add_model_args, add_threads_arg, subjects
+from pas.cli.args import Subparsers, UsageError, add_data_args, add_model_args, add_threads_arg
+from pas.population.source import BAD_ROWS_FILE, CheckedPeople, PeopleSource, open_people
+
+if TYPE_CHECKING:
+    from pas.population.plan import Executor
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -26,10 +32,31 @@ def add_parsers(sub: Subparsers) -> None:
                                                 "(resumes an existing store)")
     add_data_args(p)
     add_model_args(p)
-    p.add_argument("--kind", choices=["gated"], default="gated",
-                   help="gated (the only kind fitted as a population so far; constant PAS: pas align per person)")
+    p.add_argument("--kind", choices=["gated", "constant", "learned"], default="gated",
+                   help="gated (pas-gated, default), constant (pas: searched strength) or learned (pas-learned: "
+                        "the search batched, the learning person by person); the defaults of pas align --kind")
+    p.add_argument("--calibration", choices=["auto", "fast", "exact"], default="auto",
+                   help="gated only: how each person's (gain, shift) is chosen: exact (steered passes), fast (the "
+                        "same choice, the last layer computed in the gates' span; Llama family) or auto (fast "
+                        "where it applies; default)")
     p.add_argument("--out", required=True, help="the store folder: created, or resumed when it holds a store")
+    p.add_argument("--people-source", metavar="SOURCE",
+                   help="where the people are, if not in --data-dir (which still gives the items and encoding): a "
+                        "subjects .json or .parquet file, a folder of .parquet files (PAPI-300K's layout), a datasets "
+                        "folder, or hf:HUB_ID (streamed with datasets, e.g. hf:WestlakeNLP/PAPI-300K; needs network)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad rows (a wrong answer, an unknown item, no or a repeated case id) and list them in "
+                        "--bad-rows, instead of stopping at the first one before any fitting")
+    p.add_argument("--bad-rows", metavar="FILE",
+                   help=f"with --skip-bad: the report of skipped rows, JSON lines (default: {BAD_ROWS_FILE} in --out)")
     p.add_argument("--chunk", type=int, default=64, help="people fitted together (default 64)")
+    p.add_argument("--flush-seconds", type=float, default=30.0,
+                   help="commit fitted people to the store at least this often (default 30; a killed run fits "
+                        "again at most that much work)")
+    p.add_argument("--workers", type=int, help="fit on N Ray workers of one torch thread each (a local Ray cluster "
+                                               "started for this run, or --address's); needs pip install 'pas[ray]'")
+    p.add_argument("--address", help="join a running Ray cluster (ray.init(address=...): auto, or HOST:PORT) and fit "
+                                     "on its workers (one per CPU, or --workers N)")
     add_threads_arg(p)
     p.set_defaults(func=cmd_align_population)
 
@@ -60,9 +87,8 @@ def cmd_align_population(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from pas.core.data import load_papi
     from pas.core.models import load_model
-    from pas.fit.config import GatedConfig
+    from pas.fit.config import FitConfig, GatedConfig, PASConfig
     from pas.population.fit import align_population
     from pas.population.header import StoreProvenance
     from pas.population.store import PopulationStore
@@ -71,11 +97,14 @@ def cmd_align_population(args: argparse.Namespace) -> int:
 
     if args.chunk < 1:
         raise UsageError(f"--chunk must be >= 1, got {args.chunk}")
-    data = load_papi(args.data_dir, encoding=args.encoding)
-    people = subjects(args, data) if (args.subject or args.first is not None) else list(data.subjects)
+    executor = _executor(args)  # a missing Ray is said before any work
+    data, checked = _checked_people(args)  # the whole input checked before any fitting
+    people = checked.select(args.subject or None, args.first)
     declared = Path(data.root) / "papi.json"
     synthetic = bool(declared.is_file() and json.loads(declared.read_text()).get("synthetic"))
-    config = GatedConfig()
+    config: FitConfig = GatedConfig() if args.kind == "gated" else PASConfig(learn=args.kind == "learned")
+    if args.kind != "gated" and args.calibration != "auto":
+        raise UsageError("--calibration is for --kind gated")
     model, tok = load_model(args.model, dtype=args.dtype)
     out = Path(args.out)
     if (out / "store.json").exists():
@@ -89,8 +118,11 @@ def cmd_align_population(args: argparse.Namespace) -> int:
         provenance = StoreProvenance(data=str(Path(data.root).resolve()), synthetic=synthetic,
                                      config=dataclasses.asdict(config))
         store = PopulationStore.create(out, ModelSignature.of(model), provenance)
-    with store:
-        report = align_population(ItemScorer(model, tok, data.bank), people, config, store=store, chunk=args.chunk)
+    if args.skip_bad:
+        bad_rows = checked.write_bad_rows(args.bad_rows or out / BAD_ROWS_FILE)
+    with store, executor as run:
+        report = align_population(ItemScorer(model, tok, data.bank), people, config, store=store, chunk=args.chunk,
+                                  calibration=args.calibration, executor=run, flush_seconds=args.flush_seconds)
     stats = PopulationStore(out).stats()
     label = "SYNTHETIC" if synthetic else "real"
     print(f"{label} people of {data.root}: {report.fitted} fitted, {report.already_stored} already stored, "
@@ -99,4 +131,40 @@ def cmd_align_population(args: argparse.Namespace) -> int:
           f"{stats.bytes / 2**20:.1f} MiB ({stats.bytes_per_person:,.0f} bytes per person)")
     for s in report.skipped:
         print(f"note: skipped {s.case}: {s.reason}", file=sys.stderr)
+    if args.skip_bad:
+        print(f"{len(checked.bad)} bad rows of {checked.rows} skipped, listed in {bad_rows}")
     return 0
+
+
+def _checked_people(args: argparse.Namespace) -> tuple[PeopleSource, CheckedPeople]:
+    """The people ``--data-dir`` / ``--people-source`` name, read through once and checked (a bad row stops
+    the run naming it, or with ``--skip-bad`` is listed); reads a chunk at a time, holds no one."""
+    import time
+
+    if args.bad_rows is not None and not args.skip_bad:
+        raise UsageError("--bad-rows goes with --skip-bad (without it the first bad row stops the run)")
+    t0 = time.perf_counter()
+    source = open_people(args.data_dir, args.people_source, encoding=args.encoding)
+    checked = source.check(skip_bad=args.skip_bad)
+    print(f"checked {source.origin}: {checked.rows} rows, {checked.people} people, {len(checked.bad)} bad rows "
+          f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    return source, checked
+
+
+def _executor(args: argparse.Namespace) -> AbstractContextManager[Executor]:
+    """Where chunks are fitted: here, or on Ray workers when ``--workers`` or ``--address`` asks (started on entering
+    the ``with`` block, they load their model while this process does the plan's one-time work)."""
+    from contextlib import nullcontext
+
+    from pas.population.plan import fit_here
+
+    if args.workers is None and args.address is None:
+        return nullcontext(fit_here)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    from pas.population.distributed import RayExecutor
+
+    try:
+        return RayExecutor(args.model, args.dtype, workers=args.workers, address=args.address)
+    except ImportError as e:
+        raise UsageError(str(e)) from e

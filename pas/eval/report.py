@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pas.core.data import DOMAINS
+from pas.core.version import machine_info  # noqa: F401  (re-exported: reports import it from here)
 from pas.eval.record import RunRecord
 
 YARDSTICK_FLOOR_S = 0.01  # where zero-fit-time methods sit on the log x axis
@@ -246,14 +245,6 @@ def json_safe(value: Any) -> Any:
 def dumps(value: Any, **kw: Any) -> str:
     """Strict JSON (no NaN): what every pas JSON output goes through."""
     return json.dumps(json_safe(value), allow_nan=False, **kw)
-
-
-def machine_info() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def plot(summary: Mapping[str, dict], path: Path, title: str, llm_methods: Sequence[str] = ()) -> Path:

@@ -1,10 +1,11 @@
-"""``align_population``: every person of a population fitted (pas-gated, exact), written to a vector store.
+"""``align_population``: every person of a population fitted (pas-gated, pas or pas-learned), into a vector store.
 
-The person-independent work runs once (:class:`pas.population.gated_many.GatedPlan`); people then go
-through in chunks, each chunk fitted together (:meth:`GatedPlan.fit_many`) and written to the store
-at once (resume: people already in the store are not fitted again). A person the gated fit refuses is
-skipped with the reason, never dropped silently; the run goes on. Memory is bounded by the chunk:
-the report keeps counts, not people (except the vectors themselves when there is no store).
+The person-independent work runs once (a :class:`pas.population.plan.PopulationPlan`: GatedPlan or
+ConstantPlan, :func:`population_plan`); people then go through in chunks, each chunk fitted together
+(``plan.fit_many``, here or on Ray workers) and written to the store (resume: people already in the
+store are not fitted again). A person the fit refuses is skipped with the reason, never dropped silently;
+the run goes on. Memory is bounded by the chunk: the report keeps counts, not people (except the vectors
+themselves when there is no store).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pas.core.data import Subject
-from pas.fit.config import GatedConfig
+from pas.fit.config import FitConfig, GatedConfig, PASConfig
+from pas.population.constant_many import ConstantPlan
 from pas.population.gated_many import GatedPlan
-from pas.population.plan import Executor, fit_here
+from pas.population.plan import Executor, PopulationPlan, fit_here
 from pas.score.scorer import ItemScorer
 from pas.steer.vector import SteeringVector
 
@@ -110,12 +112,22 @@ def _todo(people: Iterable[Subject], size: int, store: PopulationStore | None, r
         yield list(todo.values())
 
 
-def align_population(scorer: ItemScorer, people: Iterable[Subject], config: GatedConfig | None = None, *,
+def population_plan(scorer: ItemScorer, config: FitConfig, *, letters_only: bool = True, max_rows: int = 1024,
+                    calibration: str = "auto") -> PopulationPlan:
+    """The plan of ``config``'s kind: :class:`GatedPlan` for a GatedConfig (``letters_only``, ``calibration``),
+    :class:`pas.population.constant_many.ConstantPlan` for a PASConfig (pas, or pas-learned)."""
+    if isinstance(config, GatedConfig):
+        return GatedPlan(scorer, config, letters_only=letters_only, max_rows=max_rows, calibration=calibration)
+    return ConstantPlan(scorer, config, max_rows=max_rows)
+
+
+def align_population(scorer: ItemScorer, people: Iterable[Subject], config: FitConfig | None = None, *,
                      store: PopulationStore | None = None, chunk: int = 64, progress: bool = True,
                      max_rows: int = 1024, letters_only: bool = True, calibration: str = "auto",
                      executor: Executor = fit_here, flush_seconds: float = 30.0) -> PopulationReport:
-    """Fit every person's pas-gated vector: the same vector as ``fit_subject(scorer.model, person, config)``
-    (up to float rounding), with the person-independent work done once and people fitted ``chunk`` at a time.
+    """Fit every person's vector of ``config``'s kind (default pas-gated): the same vector as
+    ``fit_subject(scorer.model, person, config)`` (up to float rounding), with the person-independent work
+    done once and people fitted ``chunk`` at a time.
 
     ``people`` is read lazily, a chunk at a time. With ``store``, each chunk's vectors are added (a full
     shard is committed at once) and the rest is committed at least every ``flush_seconds`` and at the end,
@@ -134,16 +146,16 @@ def align_population(scorer: ItemScorer, people: Iterable[Subject], config: Gate
     on Ray workers, as they finish); this process alone writes the store either way.
     """
     config = config or GatedConfig()
-    if not isinstance(config, GatedConfig):
-        raise ValueError(f"align_population fits the gated kind only (config=GatedConfig(...)), got "
-                         f"{type(config).__name__}; fit other kinds person by person with fit_subject")
+    if not isinstance(config, (GatedConfig, PASConfig)):
+        raise ValueError(f"align_population fits with a GatedConfig (pas-gated) or a PASConfig (pas, pas-learned), "
+                         f"got {type(config).__name__}")
     if chunk < 1 or max_rows < 1:
         raise ValueError(f"chunk and max_rows must be >= 1, got {chunk} and {max_rows}")
     if store is not None:
         store.check_model(scorer.model)  # before any work: a store of another model refuses every vector
     total = len(people) if isinstance(people, Sized) else None
     t0 = time.perf_counter()
-    plan = GatedPlan(scorer, config, letters_only=letters_only, max_rows=max_rows, calibration=calibration)
+    plan = population_plan(scorer, config, letters_only=letters_only, max_rows=max_rows, calibration=calibration)
     report = PopulationReport(one_time_seconds=time.perf_counter() - t0)
     if progress:
         print(report.line(total), file=sys.stderr, flush=True)

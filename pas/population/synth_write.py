@@ -29,7 +29,6 @@ from pas.core.data import (
     Subject,
     load_papi,
 )
-from pas.eval.report import dumps
 from pas.population.synth import (
     CHECK_PEOPLE,
     FORMATS,
@@ -151,7 +150,7 @@ def write_synthetic(source_dir: str | os.PathLike | PapiData | None, out_dir: st
     resemblance = compare(stored_matrix(data.subjects, data.bank, data.encoding), check, data.bank, data.encoding)
     meta["check"] = {**resemblance.to_dict(), "targets": {"mean_abs_dr": MAX_MEAN_ABS_DR,
                                                           "opposite_key_gap": MAX_OPPOSITE_KEY_GAP}}
-    (out / DECLARATION_FILE).write_text(dumps(meta, indent=1) + "\n", encoding="utf-8")
+    (out / DECLARATION_FILE).write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     names.append(DECLARATION_FILE)
     return SynthReport(out, people, int(seed), time.perf_counter() - t0,
                        {n: (out / n).stat().st_size for n in names}, resemblance, model.source)
@@ -272,7 +271,7 @@ class _ParquetWriter:
         self.path, self.tmp = out / self.name, out / (self.name + ".partial")
         fields = [pa.field("case", pa.string()), pa.field("synthetic", pa.bool_())]
         fields += [pa.field(f"i{it.id}", pa.uint8()) for it in bank.items]
-        self.schema = pa.schema(fields, metadata={"papi": dumps(meta)})
+        self.schema = pa.schema(fields, metadata={"papi": json.dumps(meta, allow_nan=False)})
         self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
 
     def write(self, part: SynthChunk) -> None:
