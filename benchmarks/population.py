@@ -1,16 +1,17 @@
 """Aligning a whole population (pas-gated): the population path against each person alone, on the real people.
 
     python benchmarks/population.py real [--first 200] [--out DIR] [--threads N] [--json PATH]
+    python benchmarks/population.py compare [--out DIR]   # the comparisons on what the stores hold so far
 
 Three stores of the same people, each resumed if the run is cut off:
 
 - ``single``: ``fit_subject`` person by person (what ``pas align`` does), on a scorer of its own;
 - ``exact``: ``align_population`` with exact calibration (people batched, steered passes);
-- ``table``: ``align_population`` with the response table (:mod:`pas.population.table`).
+- ``fast``: ``align_population`` with the fast calibration (:mod:`pas.population.subspace`).
 
 Then every vector is scored on the 180 test items (one batched pass per store) and compared: exact
-against single (identical answers is the target), table against exact (share of (person, item) answers
-that agree >= 99%, mean composite within 0.01), and the choices of (gain, shift). Seconds are per store,
+against single, and fast against exact: the share of (person, item) answers that agree (the exact path:
+identical; an approximate one: >= 99%, composite within 0.01), people with identical vectors. Seconds are per store,
 one-time work apart; run it alone (or with ``--threads 1``), these are timings.
 """
 
@@ -105,17 +106,33 @@ def real(args: argparse.Namespace) -> dict:
     people = list(data.subjects[: args.first])
     out = Path(args.out)
     result: dict = {"machine": machine_info(), "data": str(data.root), "people": len(people)}
-    result["single"] = fit_single(model, tok, data, people, out / "single")
+    result["fast"] = fit_population(model, tok, data, people, out / "fast", "fast")
     result["exact"] = fit_population(model, tok, data, people, out / "exact", "exact")
-    result["table"] = fit_population(model, tok, data, people, out / "table", "table")
-    scored = {name: answers(model, tok, data, people, out / name) for name in ("single", "exact", "table")}
+    result["single"] = fit_single(model, tok, data, people, out / "single")
+    scored = {name: answers(model, tok, data, people, out / name) for name in ("single", "exact", "fast")}
     result["exact_vs_single"] = compare(scored["exact"], scored["single"], people)
-    result["table_vs_exact"] = compare(scored["table"], scored["exact"], people)
-    exact, table = PopulationStore(out / "exact"), PopulationStore(out / "table")
-    same_vector = [s.case for s in people if s.case in exact and s.case in table
-                   and bool((exact[s.case].gates.weights == table[s.case].gates.weights).all())
-                   and bool((exact[s.case].gates.bias == table[s.case].gates.bias).all())]
-    result["table_vs_exact"]["identical_vectors"] = len(same_vector)
+    result["fast_vs_exact"] = compare(scored["fast"], scored["exact"], people)
+    result["fast_vs_single"] = compare(scored["fast"], scored["single"], people)
+    exact, fast = PopulationStore(out / "exact"), PopulationStore(out / "fast")
+    same_vector = [s.case for s in people if s.case in exact and s.case in fast
+                   and bool((exact[s.case].gates.weights == fast[s.case].gates.weights).all())
+                   and bool((exact[s.case].gates.bias == fast[s.case].gates.bias).all())]
+    result["fast_vs_exact"]["identical_vectors"] = len(same_vector)
+    return result
+
+
+def compare_stores(args: argparse.Namespace) -> dict:
+    """The comparisons of :func:`real` on whatever the stores hold now (people in both sides of a pair)."""
+    data = load_papi(args.data_dir)
+    model, tok = load_model(args.model)
+    out = Path(args.out)
+    present = [name for name in ("single", "exact", "fast") if (out / name / "store.json").exists()]
+    people = list(data.subjects[: args.first])
+    scored = {name: answers(model, tok, data, people, out / name) for name in present}
+    result: dict = {"machine": machine_info(), "stored": {name: len(scored[name][0]) for name in present}}
+    for a, b in (("exact", "single"), ("fast", "exact"), ("fast", "single")):
+        if a in scored and b in scored:
+            result[f"{a}_vs_{b}"] = compare(scored[a], scored[b], people)
     return result
 
 
@@ -128,9 +145,15 @@ def main() -> None:
     p.add_argument("--first", type=int, default=200, help="the first N people (default 200)")
     p.add_argument("--out", default="results/population-real", help="folder of the three stores")
     add_run_args(p)
+    p = sub.add_parser("compare", help="the comparisons of `real` on the people the stores hold so far")
+    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
+    p.add_argument("--model", help="model (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--first", type=int, default=200, help="the first N people (default 200)")
+    p.add_argument("--out", default="results/population-real", help="folder of the stores")
+    add_run_args(p)
     args = parser.parse_args()
     apply_threads(args)
-    finish(args, {"real": real}[args.what](args))
+    finish(args, {"real": real, "compare": compare_stores}[args.what](args))
 
 
 if __name__ == "__main__":
