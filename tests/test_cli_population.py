@@ -83,7 +83,8 @@ def test_align_population_constant_kind(data_dir, papi, tiny_llama, tokenizer, t
     stored = PopulationStore(out)[case]
     known = papi.subjects[0].responses_to(papi.bank.train_ids)
     assert stored.kind == "constant" and stored.provenance.method == "pas"
-    assert stored.provenance.item_hash == item_hash(known) and stored.provenance.config == json.loads(json.dumps(asdict(PASConfig(learn=False))))
+    assert stored.provenance.item_hash == item_hash(known)
+    assert stored.provenance.config == json.loads(json.dumps(asdict(PASConfig(learn=False))))
     # (equal to fit_subject's offsets: tests/test_population_constant.py, in one process)
     assert main(["align-population", "--data-dir", str(data_dir), "--subject", case, "--out", str(out)]) == 2
     assert "other settings" in capsys.readouterr().err
