@@ -286,15 +286,6 @@ class GatedPlan:
         shifts = torch.tensor([GRID[j][1] for j in moving])
         folds = [(torch.tensor([self.where[g.ids[i]] for i in part]), part) for part in g.folds]
 
-        def gates(k: int, at: torch.Tensor, people: slice | torch.Tensor, settings: torch.Tensor) -> torch.Tensor:
-            """``[p, S, m, H]``: every setting for each person (or, with a tensor of people, ``[Q, 1, m, H]``: one
-            setting per person)."""
-            reads = sub.readouts(at, w[k, people], b[k, people])  # [p, m, H]
-            paired = isinstance(people, torch.Tensor)
-            gain = gains[settings][:, None, None, None] if paired else gains[settings][None, :, None, None]
-            shift = shifts[settings][:, None, None, None] if paired else shifts[settings][None, :, None, None]
-            return (gain * (reads[:, None] - NEUTRAL) + shift) / reads.shape[-1]  # readout_gates' formula
-
         grid_gains = torch.tensor([gain for gain in GAINS if gain != 0])  # moving = grid_gains x SHIFTS, in order
         grid_shifts = torch.tensor(SHIFTS)
         assert len(moving) == len(grid_gains) * len(grid_shifts)
@@ -311,8 +302,11 @@ class GatedPlan:
             return
         who = torch.tensor([p for p, _ in pairs])
         which = torch.tensor([moving.index(j) for _, j in pairs])
+        gain, shift = gains[which][:, None, None], shifts[which][:, None, None]
         for k, (at, part) in enumerate(folds):  # the tied settings' expected answers, all pairs at once per fold
-            logits = sub.letters(at, gates(k, at, who, which)[:, 0])  # [Q, m, 5]
+            reads = sub.readouts(at, w[k, who], b[k, who])  # [Q, m, H]
+            gates = (gain * (reads - NEUTRAL) + shift) / reads.shape[-1]  # readout_gates' formula
+            logits = sub.letters(at, gates)  # [Q, m, 5]
             mean = (torch.softmax(logits.double(), -1) @ values).numpy()
             for q, (p, j) in enumerate(pairs):
                 expected[p, j, part] = mean[q]
