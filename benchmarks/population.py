@@ -2,6 +2,12 @@
 
     python benchmarks/population.py real [--first 200] [--out DIR] [--threads N] [--json PATH]
     python benchmarks/population.py compare [--out DIR]   # the comparisons on what the stores hold so far
+    python benchmarks/population.py speed [--people-source PATH] [--first N] [--threads N]
+
+``speed``: the fast calibration's people/s with the fused kernel (:func:`pas_kernels.silu_mlp_letters`)
+and with plain torch (``PAS_COMPILE=0``), side by side on the same people in one process, after the
+one-time work (timed apart); the two must choose the same settings. Default people: the real ones;
+``--people-source`` takes a synthetic file (``pas synth``) for more.
 
 Three stores of the same people, each resumed if the run is cut off:
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -136,6 +143,44 @@ def compare_stores(args: argparse.Namespace) -> dict:
     return result
 
 
+def speed(args: argparse.Namespace) -> dict:
+    """People/s of the fast calibration, fused kernel vs plain torch, on the same people (see the module doc)."""
+    from pas.population.gated_many import GatedPlan
+    from pas.population.source import open_people
+
+    source = open_people(args.data_dir, args.people_source)
+    people = list(source.check().select(first=args.first))
+    model, tok = load_model(args.model)
+    scorer = ItemScorer(model, tok, source.bank)
+    t0 = time.perf_counter()
+    plan = GatedPlan(scorer, GatedConfig(), calibration="fast")
+    one_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plan.fit_many(people)  # the kernel compiled for the blocks' shapes (one-time too)
+    compile_seconds = time.perf_counter() - t0
+    result: dict = {"machine": machine_info(), "people_source": source.origin, "people": len(people),
+                    "synthetic": source.synthetic, "one_time_seconds": round(one_time, 1),
+                    "first_call_seconds": round(compile_seconds, 1)}
+    choices: dict[str, list] = {}
+    for name, flag in (("fused", "1"), ("plain", "0")) * args.repeats:  # alternating; each mode's best run kept
+        before = os.environ.get("PAS_COMPILE")
+        os.environ["PAS_COMPILE"] = flag
+        try:
+            t0 = time.perf_counter()
+            fits, skipped = plan.fit_many(people)
+            seconds = time.perf_counter() - t0
+        finally:
+            os.environ.pop("PAS_COMPILE") if before is None else os.environ.__setitem__("PAS_COMPILE", before)
+        choices[name] = [f.choice for f in fits]
+        if name not in result or seconds < result[name]["seconds"]:
+            result[name] = {"fitted": len(fits), "skipped": len(skipped), "seconds": round(seconds, 2),
+                            "people_per_second": round(len(fits) / seconds, 1)}
+    result["fused_over_plain"] = round(result["fused"]["people_per_second"] / result["plain"]["people_per_second"], 2)
+    result["same_choices"] = choices["fused"] == choices["plain"]
+    result["hours_for_300k_fused"] = round(300_000 / result["fused"]["people_per_second"] / 3600, 2)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -147,9 +192,16 @@ def main() -> None:
         p.add_argument("--first", type=int, default=200, help="the first N people (default 200)")
         p.add_argument("--out", default="results/population-real", help="folder of the three stores")
         add_run_args(p)
+    p = sub.add_parser("speed", help="people/s of the fast calibration: fused kernel vs plain torch, side by side")
+    p.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, ./papi, ../shared/papi)")
+    p.add_argument("--people-source", help="people to fit (default: the data dir's; e.g. a `pas synth` file)")
+    p.add_argument("--model", help="model (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--first", type=int, default=200, help="the first N people (default 200)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per mode, alternating; the best kept (default 3)")
+    add_run_args(p)
     args = parser.parse_args()
     apply_threads(args)
-    finish(args, {"real": real, "compare": compare_stores}[args.what](args))
+    finish(args, {"real": real, "compare": compare_stores, "speed": speed}[args.what](args))
 
 
 if __name__ == "__main__":

@@ -57,3 +57,30 @@ def add_gated_offsets_reference(x: torch.Tensor, weights: torch.Tensor, bias: to
 add_head_offsets = compiled(add_head_offsets_reference)
 add_gated_offsets = compiled(add_gated_offsets_reference)
 add_row_bias = compiled(add_row_bias_reference)
+
+
+def silu_mlp_letters_reference(base: torch.Tensor, change: torch.Tensor, gains: torch.Tensor, scale: torch.Tensor,
+                               letters: torch.Tensor) -> torch.Tensor:
+    """A SiLU-gated MLP's hidden units read by a few output rows, over a grid of gains: ``[P, G, S, n, K]``.
+
+    ``base [S, n, 2F]``: the gate and up projections side by side at gain 0, per shift ``S`` and item ``n``;
+    ``change [P, n, 2F]``: their change per unit of gain, per person ``P``; ``gains [G]``; ``scale [P, G, S, n]``:
+    the MLP norm's scale of each row; ``letters [K, F]``: each output's weights on the hidden units. Each row's
+    ``(gate, up) = scale * (base + gain * change)`` and ``hidden = silu(gate) * up``; the result is
+    ``hidden @ letters.T``. Compiled, it is written as K sums over the units so that inductor fuses the whole
+    row into one loop and no ``[..., F]`` tensor is ever stored (the hidden units are the widest tensor of
+    :mod:`pas.population.subspace`'s fast calibration, which this serves); in eager torch the matrix
+    product is the faster form.
+    """
+    width = letters.shape[-1]
+    s = scale[..., None]
+    g = gains[None, :, None, None, None]
+    gate = (base[None, None, ..., :width] + g * change[:, None, None, ..., :width]) * s
+    up = (base[None, None, ..., width:] + g * change[:, None, None, ..., width:]) * s
+    hidden = torch.nn.functional.silu(gate) * up
+    if torch.compiler.is_compiling():
+        return torch.stack([(hidden * letters[k]).sum(-1) for k in range(letters.shape[0])], -1)
+    return hidden @ letters.T
+
+
+silu_mlp_letters = compiled(silu_mlp_letters_reference)

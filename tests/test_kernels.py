@@ -125,3 +125,23 @@ def test_uninformative_head_scores_one_half():
     tr, va = split_by_item(data.group, 0.3, 0)
     for probe in (sklearn_probe_accuracies, torch_probe_accuracies):
         assert float(probe(data, tr, va, 0)[0, 0]) == 0.5
+
+
+@pytest.mark.parametrize("people,items", [(1, 3), (3, 5)])
+def test_silu_mlp_letters_compiled_equals_reference_and_the_plain_mlp(people, items):
+    from pas_kernels import silu_mlp_letters
+
+    g = torch.Generator().manual_seed(people)
+    shifts, width, k = 4, 16, 5
+    base = torch.randn(shifts, items, 2 * width, generator=g)
+    change = torch.randn(people, items, 2 * width, generator=g)
+    gains = torch.tensor([2.0, 3.0, 8.0])
+    scale = torch.rand(people, len(gains), shifts, items, generator=g) + 0.5
+    letters = torch.randn(k, width, generator=g)
+    out = silu_mlp_letters(base, change, gains, scale, letters)
+    ref = silu_mlp_letters.reference(base, change, gains, scale, letters)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # sums in another order
+    p, a, s, n = people - 1, 2, 1, items - 1  # one row by hand: the plain gated MLP
+    pre = scale[p, a, s, n] * (base[s, n] + gains[a] * change[p, n])
+    hidden = torch.nn.functional.silu(pre[:width]) * pre[width:]
+    torch.testing.assert_close(out[p, a, s, n], letters @ hidden, rtol=1e-4, atol=1e-4)

@@ -84,7 +84,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_align_population(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
     from pathlib import Path
 
     from pas.core.models import load_model
@@ -100,8 +99,7 @@ def cmd_align_population(args: argparse.Namespace) -> int:
     executor = _executor(args)  # a missing Ray is said before any work
     data, checked = _checked_people(args)  # the whole input checked before any fitting
     people = checked.select(args.subject or None, args.first)
-    declared = Path(data.root) / "papi.json"
-    synthetic = bool(declared.is_file() and json.loads(declared.read_text()).get("synthetic"))
+    synthetic = data.synthetic
     config: FitConfig = GatedConfig() if args.kind == "gated" else PASConfig(learn=args.kind == "learned")
     if args.kind != "gated" and args.calibration != "auto":
         raise UsageError("--calibration is for --kind gated")

@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pas.core.items import Item, ItemBank, PapiDataError, keyed_score
 
@@ -23,21 +24,34 @@ CLEAR_CORRELATION = 0.1  # |mean opposite-key correlation| above this is clearly
 CHECK_SAMPLE = 5000  # the check reads the first this many subjects
 
 
+def _declaration(root: Path) -> dict[str, Any]:
+    """A data dir's ``papi.json`` (empty when there is none); a clear error when it cannot be read."""
+    path = root / DECLARATION_FILE
+    if not path.exists():
+        return {}
+    try:
+        declared = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        declared = e
+    if not isinstance(declared, dict):
+        raise PapiDataError(f"{path}: cannot read the data declaration (expected {{\"encoding\": "
+                            f"\"keyed\" or \"responses\"}}): {declared}")
+    return declared
+
+
 def declared_encoding(root: Path, encoding: str | None = None) -> str:
     """The encoding of a data dir's stored values: ``encoding`` if given, else ``papi.json``, else keyed."""
     if encoding is None:
-        path = root / DECLARATION_FILE
-        if path.exists():
-            try:
-                encoding = json.loads(path.read_text(encoding="utf-8")).get("encoding", DEFAULT_ENCODING)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-                raise PapiDataError(f"{path}: cannot read the data declaration (expected {{\"encoding\": "
-                                    f"\"keyed\" or \"responses\"}}): {e}") from e
-        else:
-            encoding = DEFAULT_ENCODING
+        encoding = _declaration(root).get("encoding", DEFAULT_ENCODING)
     if encoding not in ENCODINGS:
         raise PapiDataError(f"encoding {encoding!r} of {root}: expected one of {ENCODINGS}")
     return encoding
+
+
+def declared_synthetic(root: Path) -> bool:
+    """Whether a data dir declares its people synthetic (``"synthetic": true`` in ``papi.json``, as ``pas synth``
+    writes it): every store and report made from it says so."""
+    return bool(_declaration(root).get("synthetic"))
 
 
 def as_response(item: Item, stored: int, encoding: str) -> int:

@@ -45,18 +45,19 @@ from pas.population.plan import PersonFit, SharedPlan
 from pas.population.readout_maps import Group, readout_maps
 from pas.population.subspace import GateSubspace, gate_subspace, supports
 from pas.score.many import encoded_logits_many
-from pas.score.metric import Objective, objective
 from pas.score.prompts import LETTER_VALUES
 from pas.score.scorer import EncodedPrompts, ItemScorer, encode_prompts, keep_trunk, to_distribution
 from pas.steer.signature import ModelSignature
 from pas.steer.vector import Provenance, SteeringVector, item_hash
+from pas_kernels import compile_enabled
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 GRID: tuple[tuple[float, float], ...] = tuple(itertools.product(GAINS, SHIFTS))  # calibrate's order
 CALIBRATIONS = ("auto", "exact", "fast")  # see the module docstring and pas.population.subspace
-FAST_PEOPLE = 8  # people per fast-path block (memory: people x 25 settings x 24 items x the MLP width)
+FAST_PEOPLE = 32  # people per fast-path block, compiled kernel (memory: people x 24 items x the MLP width)
+PLAIN_PEOPLE = 8  # the same in plain torch (PAS_COMPILE=0), which stores people x 25 settings x 24 items x the width
 KEPT_GROUPS = 16  # readout maps of groups with unusual missing items kept at a time (the complete group always)
 
 
@@ -217,21 +218,18 @@ class GatedPlan:
     def _fit_group(self, g: Group, members: list[tuple[Subject, dict[int, int]]],
                    skipped: list[tuple[str, str]]) -> list[PersonFit]:
         y = np.array([[known[i] for i in g.ids] for _, known in members], dtype=np.float64)  # [P, N]
+        empty = [d for d, pos in zip(DOMAINS, g.domains, strict=True) if not len(pos)]
+        if empty:  # the objective's refusal (pas.score.metric), the same for everyone in the group
+            skipped += [(s.case, f"subject {s.case}: no answered items in domain(s) {empty}") for s, _ in members]
+            return []
         w, b = g.readouts(y)
-        cv = y @ g.out_of_fold.T
-        keep, cvs = [], []
-        for p, (s, _) in enumerate(members):
-            try:  # the one objective: it also refuses a person who left a domain unanswered
-                composite = objective(self.scorer.bank, s, g.ids, PointScores.of(cv[p])).composite
-            except ValueError as e:
-                skipped.append((s.case, str(e)))
-                continue
-            if torch.isfinite(w[:, p]).all() and torch.isfinite(b[:, p]).all():
-                keep.append(p)
-                cvs.append(composite)
-            else:
-                skipped.append((s.case, "its readouts are not finite (non-finite head outputs?)"))
-        if not keep:
+        cv = PointScores.of(y @ g.out_of_fold.T)  # the readouts' own known-item scores, as objective() takes them
+        known_composites = _domain_composites(g, np.abs(cv.answers - y))  # [P]
+        finite = (torch.isfinite(w).flatten(2).all(-1).all(0) & torch.isfinite(b).all(-1).all(0)).numpy()
+        skipped += [(s.case, "its readouts are not finite (non-finite head outputs?)")
+                    for (s, _), ok in zip(members, finite, strict=True) if not ok]
+        keep = np.flatnonzero(finite)
+        if not len(keep):
             return []
         y, w, b, members = y[keep], w[:, keep], b[:, keep], [members[p] for p in keep]
         choices = self._calibrate(g, y, w, b)
@@ -239,7 +237,8 @@ class GatedPlan:
         for p, ((s, known), (gain, shift)) in enumerate(zip(members, choices, strict=True)):
             prov = Provenance(subject=s.case, method=self.method, item_hash=item_hash(known),
                               bank=self.bank_fingerprint, config=asdict(self.config))
-            fits.append(PersonFit(self._vector(w[-1, p], b[-1, p], gain, shift, prov), (gain, shift), cvs[p]))
+            fits.append(PersonFit(self._vector(w[-1, p], b[-1, p], gain, shift, prov), (gain, shift),
+                                  float(known_composites[keep[p]])))
         return fits
 
     def _calibrate(self, g: Group, y: np.ndarray, w: torch.Tensor, b: torch.Tensor) -> list[tuple[float, float]]:
@@ -259,7 +258,7 @@ class GatedPlan:
             expected[:, moving] = s.expected.reshape(people, len(moving), n)
         else:
             self._fast(self.subspace, g, y, w, b, moving, answers, expected)
-        return [self._choose(g, y[p], answers[p], expected[p]) for p in range(people)]
+        return self._choose(g, y, answers, expected)
 
     def calibration_logits(self, g: Group, w: torch.Tensor, b: torch.Tensor, settings: Sequence[int]) -> torch.Tensor:
         """``[P, S, n, 6]``: the group's people's letter logits (and log-partition) on their held-out items under
@@ -280,7 +279,8 @@ class GatedPlan:
     def _fast(self, sub: GateSubspace, g: Group, y: np.ndarray, w: torch.Tensor, b: torch.Tensor,
               moving: list[int], answers: np.ndarray, expected: np.ndarray) -> None:
         """The fast path (:mod:`pas.population.subspace`): every moving setting's answers, then the expected
-        answers of just the settings whose composite ties a person's best (all that the choice reads of them)."""
+        answers of just the settings tied at a person's least composite (all that the choice reads of them;
+        NaN elsewhere, which the choice never reaches)."""
         values = torch.tensor(LETTER_VALUES, dtype=torch.float64)
         gains = torch.tensor([GRID[j][0] for j in moving])
         shifts = torch.tensor([GRID[j][1] for j in moving])
@@ -289,15 +289,18 @@ class GatedPlan:
         grid_gains = torch.tensor([gain for gain in GAINS if gain != 0])  # moving = grid_gains x SHIFTS, in order
         grid_shifts = torch.tensor(SHIFTS)
         assert len(moving) == len(grid_gains) * len(grid_shifts)
+        block = FAST_PEOPLE if compile_enabled() else PLAIN_PEOPLE
         for k, (at, part) in enumerate(folds):
-            for p0 in range(0, len(y), FAST_PEOPLE):
-                people = slice(p0, p0 + FAST_PEOPLE)
+            for p0 in range(0, len(y), block):
+                people = slice(p0, p0 + block)
                 reads = sub.readouts(at, w[k, people], b[k, people])
                 raw = sub.raw_letters_grid(at, reads, grid_gains, grid_shifts)  # [p, G, S, m, 5]
                 picked = values[raw.argmax(-1)].reshape(len(reads), len(moving), len(part)).numpy()
                 for s_i, j in enumerate(moving):  # argmax needs no final norm
                     answers[people, j, part] = picked[:, s_i]
-        pairs = [(p, j) for p, j in zip(*np.nonzero(self._composites(g, y, answers)), strict=True) if GRID[j][0] != 0]
+        least = self._composites(g, y, answers)
+        least[least.sum(1) < 2] = False  # a single least composite decides without the expected answers
+        pairs = [(p, j) for p, j in zip(*np.nonzero(least), strict=True) if GRID[j][0] != 0]
         if not pairs:
             return
         who = torch.tensor([p for p, _ in pairs])
@@ -315,9 +318,7 @@ class GatedPlan:
     def _composites(g: Group, y: np.ndarray, answers: np.ndarray) -> np.ndarray:
         """``[P, G]`` bool: the settings whose composite (rounded as the objective's key rounds it) is the
         person's least."""
-        err = np.abs(answers - y[:, None, :])  # [P, G, n]
-        composite = sum(err[..., pos].mean(-1) for pos in g.domains)
-        rounded = np.round(composite, 9)
+        rounded = np.round(_domain_composites(g, np.abs(answers - y[:, None, :])), 9)
         return rounded == rounded.min(1, keepdims=True)
 
     @contextmanager
@@ -329,14 +330,17 @@ class GatedPlan:
             yield self.scorer.letter_ids if letters is None else letters
 
     @staticmethod
-    def _choose(g: Group, y: np.ndarray, answers: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
-        """The (gain, shift) of least :class:`pas.score.metric.Objective` key over the grid, ties to the smaller
-        |gain| then |shift| (calibrate's rule); composites summed per domain as subject_errors sums them."""
-        err, err_exp = np.abs(answers - y), np.abs(expected - y)  # [G, N]
-        means = [(err[:, pos].mean(1), err_exp[:, pos].mean(1)) for pos in g.domains]  # per domain, [G] each
-        keys = {}
-        for j, key in enumerate(GRID):
-            composite = sum(float(m[j]) for m, _ in means)
-            expected_composite = sum(float(m[j]) for _, m in means)
-            keys[key] = (Objective(composite, expected_composite).key, abs(key[0]), abs(key[1]))
-        return min(keys, key=keys.__getitem__)
+    def _choose(g: Group, y: np.ndarray, answers: np.ndarray, expected: np.ndarray) -> list[tuple[float, float]]:
+        """Each person's (gain, shift) of least :class:`pas.score.metric.Objective` key over the grid, ties to the
+        smaller |gain| then |shift| (calibrate's rule): the key's parts as arrays ``[P, G]``, sorted together."""
+        composite = np.round(_domain_composites(g, np.abs(answers - y[:, None, :])), 9)
+        expected_composite = _domain_composites(g, np.abs(expected - y[:, None, :]))
+        gain, shift = (np.broadcast_to(np.abs(np.array([key[k] for key in GRID])), composite.shape) for k in (0, 1))
+        best = np.lexsort((shift, gain, expected_composite, composite), axis=-1)[:, 0]  # stable: GRID order last
+        return [GRID[j] for j in best]
+
+
+def _domain_composites(g: Group, err: np.ndarray) -> np.ndarray:
+    """PAPI's composite of absolute errors ``err [..., N]`` on the group's items: the sum over domains (in
+    :data:`DOMAINS` order, as :func:`pas.score.metric.subject_errors` sums them) of each domain's mean."""
+    return sum(err[..., pos].mean(-1) for pos in g.domains)

@@ -46,6 +46,7 @@ from pas.core.data import (
     resolve_data_dir,
     select_subjects,
 )
+from pas.core.encoding import declared_synthetic
 
 CHUNK = 10_000  # rows read and parsed together (>= the encoding check's sample, so the first chunk is checked)
 BAD_ROWS_FILE = "bad_rows.jsonl"  # align-population's report of skipped rows, in its store folder
@@ -69,6 +70,11 @@ class PeopleSource:
     def origin(self) -> str:
         """How errors name the input."""
         return self.where.origin
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the data dir declares its people synthetic (:func:`pas.core.encoding.declared_synthetic`)."""
+        return declared_synthetic(self.root)
 
     def rows(self) -> int | None:
         """Rows in the input, known without reading it: parquet files' metadata, a ``datasets`` folder's

@@ -18,7 +18,8 @@ Answers (argmax) are invariant to the final norm's scale, so they come out exact
 row. The expected answers, which calibration needs only to break ties of the composite, use the
 exact final scale, computed with ``W_down`` for the tied settings alone. Nothing is approximated:
 calibration chooses what the exact steered passes choose, up to float rounding (tested against them).
-Families whose last layer is not of this form have no fast path (:func:`supports`).
+The MLP must use SiLU (the fused kernel's activation). Families whose last layer is not of this form
+have no fast path (:func:`supports`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pas.steer.hooks import record_head_outputs
 from pas.steer.position import steer
 from pas.steer.signature import ModelSignature
 from pas.steer.vector import SteeringVector
+from pas_kernels import silu_mlp_letters
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -56,6 +58,8 @@ def supports(model: PreTrainedModel, layer: int) -> str | None:
     linear = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
     if not norms_ok or not all(isinstance(x, torch.nn.Linear) and x.bias is None for x in linear):
         return f"{lay.model_type}'s last layer is not RMS norms around a gated MLP without biases"
+    if not _is_silu(getattr(mlp, "act_fn", None)):
+        return f"{lay.model_type}'s last MLP does not use SiLU (the fused kernel's activation)"
     if not isinstance(head, torch.nn.Linear) or head.bias is not None:
         return "the output layer is not a linear layer without bias"
     return None
@@ -76,12 +80,11 @@ class GateSubspace:
     b_mlp: torch.Tensor  # [H, 2F]: the same of each push
     letters_r: torch.Tensor  # [N, 5]
     letters_u: torch.Tensor  # [H, 5]
-    letters_h: torch.Tensor  # [F, 5]
+    letters_h: torch.Tensor  # [5, F]
     down: torch.Tensor  # [F, hidden]  W_down^T
     final_weight: torch.Tensor  # [hidden]
     mlp_eps: float
     final_eps: float
-    act: torch.nn.Module
 
     def readouts(self, rows: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """``[P, n, H]``: each head's readout ``x_h . w_h + b_h`` on items ``rows`` for per-person ``weights [P, H,
@@ -89,47 +92,42 @@ class GateSubspace:
         return torch.einsum("nhd,phd->pnh", self.states[rows], weights) + bias[:, None, :]
 
     def _hidden(self, rows: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """The MLP's hidden activations ``[M, n, F]`` of items ``rows`` under gates ``[M, n, H]``: one batched
-        product per item writes ``a + B g`` for every row, then the norm's scale, the activation and the
-        product happen in place (this is where the fast path spends its time)."""
-        width, half = self.residual.shape[-1], self.b_mlp.shape[-1] // 2
-        square = self.r_sq[rows] + 2 * (gates * self.r_u[rows]).sum(-1) + ((gates @ self.u_u) * gates).sum(-1)
-        scale = torch.rsqrt(square / width + self.mlp_eps)  # [M, n]
-        by_item = gates.transpose(0, 1)  # [n, M, H]
-        pre = torch.baddbmm(self.a_mlp[rows][:, None, :], by_item, self.b_mlp.expand(len(rows), *self.b_mlp.shape))
-        pre.mul_(scale.T[..., None])
-        hidden = self.act(pre[..., :half]).mul_(pre[..., half:])  # [n, M, F]
-        return hidden.transpose(0, 1)
+        """The MLP's hidden activations ``[M, n, F]`` of items ``rows`` under gates ``[M, n, H]`` (few rows: the
+        tied settings; the grid goes through :meth:`raw_letters_grid`)."""
+        half = self.b_mlp.shape[-1] // 2
+        pre = (self.a_mlp[rows] + gates @ self.b_mlp) * self._scale(rows, gates)[..., None]
+        return torch.nn.functional.silu(pre[..., :half]) * pre[..., half:]
 
     def raw_letters_grid(self, rows: torch.Tensor, reads: torch.Tensor, gains: torch.Tensor,
                          shifts: torch.Tensor) -> torch.Tensor:
         """``[P, G, S, n, 5]``: :meth:`raw_letters` of items ``rows`` at every gain and shift, the gates being
         ``(gain * (reads - NEUTRAL) + shift) / H`` (:func:`pas.fit.gated.readout_gates`) for head readouts ``reads
         [P, n, H]``. The grid's structure saves the per-row product with ``B``: ``a + B g = (a + shift B 1 / H) +
-        gain (B (reads - NEUTRAL) / H)``, one multiply-add per unit and row."""
-        people, n, n_heads = reads.shape
-        width, half = self.residual.shape[-1], self.b_mlp.shape[-1] // 2
+        gain (B (reads - NEUTRAL) / H)``; the MLP's hidden units and their letters are one fused kernel
+        (:func:`pas_kernels.silu_mlp_letters`), the fast path's whole cost."""
+        n_heads = reads.shape[-1]
         d = (reads - NEUTRAL) / n_heads  # [P, n, H]
         gates = gains[None, :, None, None, None] * d[:, None, None] + shifts[None, None, :, None, None] / n_heads
-        r_u = self.r_u[rows]
-        square = self.r_sq[rows] + 2 * (gates * r_u).sum(-1) + ((gates @ self.u_u) * gates).sum(-1)  # [P, G, S, n]
-        scale = torch.rsqrt(square / width + self.mlp_eps)
         base = self.a_mlp[rows] + (shifts / n_heads)[:, None, None] * self.b_mlp.sum(0)  # [S, n, 2F]
-        pre = torch.addcmul(base[None, None], gains[None, :, None, None, None], (d @ self.b_mlp)[:, None, None])
-        pre.mul_(scale[..., None])
-        hidden = self.act(pre[..., :half]).mul_(pre[..., half:])  # [P, G, S, n, F]
-        return self.letters_r[rows] + gates @ self.letters_u + hidden @ self.letters_h
+        hidden = silu_mlp_letters(base, d @ self.b_mlp, gains, self._scale(rows, gates), self.letters_h)
+        return self.letters_r[rows] + gates @ self.letters_u + hidden
+
+    def _scale(self, rows: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """The MLP norm's scale of items ``rows`` under ``gates [..., n, H]``, from ``|r + U^T g|^2`` in H numbers."""
+        r_u = self.r_u[rows]
+        square = self.r_sq[rows] + 2 * (gates * r_u).sum(-1) + ((gates @ self.u_u) * gates).sum(-1)
+        return torch.rsqrt(square / self.residual.shape[-1] + self.mlp_eps)
 
     def raw_letters(self, rows: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """``[M, n, 5]``: the letters' logits before the final norm's (positive) scale: the answers, exactly."""
-        return self.letters_r[rows] + gates @ self.letters_u + self._hidden(rows, gates) @ self.letters_h
+        return self.letters_r[rows] + gates @ self.letters_u + self._hidden(rows, gates) @ self.letters_h.T
 
     def letters(self, rows: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """``[M, n, 5]``: the letters' logits, final norm included (the full width's product: for few rows)."""
         h = self._hidden(rows, gates)
         final = self.residual[rows] + gates @ self.pushes + h @ self.down
         scale = torch.rsqrt(final.pow(2).mean(-1, keepdim=True) + self.final_eps)
-        return scale * (self.letters_r[rows] + gates @ self.letters_u + h @ self.letters_h)
+        return scale * (self.letters_r[rows] + gates @ self.letters_u + h @ self.letters_h.T)
 
 
 @torch.no_grad()
@@ -157,9 +155,14 @@ def gate_subspace(scorer: ItemScorer, ids: Sequence[int], layer: int, tilt: torc
         states=states, residual=residual, pushes=pushes,
         r_sq=residual.pow(2).sum(-1), r_u=residual @ pushes.T, u_u=pushes @ pushes.T,
         a_mlp=(residual * w_norm) @ torch.cat([gate, up]).T, b_mlp=(pushes * w_norm) @ torch.cat([gate, up]).T,
-        letters_r=residual @ letters.T, letters_u=pushes @ letters.T, letters_h=(letters @ down).T,
+        letters_r=residual @ letters.T, letters_u=pushes @ letters.T, letters_h=letters @ down,
         down=down.T.contiguous(), final_weight=w_final,
-        mlp_eps=_eps(tail.mlp_norm), final_eps=_eps(tail.final_norm), act=mlp.act_fn)
+        mlp_eps=_eps(tail.mlp_norm), final_eps=_eps(tail.final_norm))
+
+
+def _is_silu(act: object) -> bool:
+    """Whether ``act`` computes SiLU: torch's module, or transformers' (its ``silu`` activation)."""
+    return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
 
 
 def _eps(norm: torch.nn.Module) -> float:
