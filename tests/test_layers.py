@@ -8,7 +8,7 @@ import pas
 
 PKG = Path(pas.__file__).parent
 # lower never imports higher; new capabilities (rooms of their own) sit above the layers they use
-LAYERS = ("core", "steer", "score", "fit", "space", "population", "eval", "serve", "cli")
+LAYERS = ("core", "steer", "score", "fit", "space", "export", "population", "eval", "serve", "cli")
 MAX_MODULE_LINES = 400
 
 

@@ -22,16 +22,13 @@ from pas.cli.args import (
     steering_spec,
     writable_out,
 )
+from pas.cli.sources import check_system_fits, vector_from_args
 from pas.space.persona import CONSTRUCTIONS
 from pas.space.poles import POLE_SOURCES
-from pas.space.spec import SteeringSpec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from pas.core.data import PapiData
-    from pas.score.scorer import ItemScorer
-    from pas.steer.vector import SteeringVector
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -124,16 +121,6 @@ def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def _check_system_fits(scorer: ItemScorer, text: str, what: str) -> None:
-    """A system prompt that goes into the questionnaire prompts (a persona, ``--system``) must leave room for the
-    longest of them; counted before any scoring."""
-    from pas.steer.chat import check_fits, count_tokens
-
-    margin = max(count_tokens(scorer.tokenizer, t) for t in scorer.texts(sorted(scorer.bank.by_id)))
-    check_fits(scorer.tokenizer, scorer.model, text, reserve=margin, what=what,
-               reserve_for="the longest questionnaire prompt around it")
-
-
 def _check_chat_fits(args: argparse.Namespace, model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> None:
     """``--system`` and ``--prompt`` with room for ``--max-new-tokens``, counted before any other work."""
     from pas.steer.chat import check_fits
@@ -148,46 +135,6 @@ def _check_chat_fits(args: argparse.Namespace, model: PreTrainedModel, tok: PreT
     what = longest if given[longest] >= 0.9 * sum(given.values()) else "--system and --prompt together"
     check_fits(tok, model, messages, reserve=args.max_new_tokens, what=what,
                reserve_for=f"the reply (--max-new-tokens {args.max_new_tokens})")
-
-
-def _steering(args: argparse.Namespace, spec: SteeringSpec, model: PreTrainedModel, tok: PreTrainedTokenizerBase,
-              scorer: ItemScorer | None = None,
-              data: PapiData | None = None) -> tuple[SteeringVector | None, str | None]:
-    """``(vector, system prompt)`` the flags name; a built vector loads the data dir for its item bank."""
-    from pas.space.spec import vector_from_spec
-
-    if getattr(args, "store", None) is not None:
-        return _stored(args, model, data), None
-    if not spec.given():
-        return None, getattr(args, "system", None)
-    if spec.vector is None:
-        from pas.core.data import load_papi
-        from pas.score.scorer import ItemScorer
-
-        data = data or load_papi(args.data_dir, encoding=args.encoding)
-        scorer = scorer or ItemScorer(model, tok, data.bank)
-        if spec.persona is not None:  # the persona goes into the questionnaire prompts as their system prompt
-            _check_system_fits(scorer, spec.persona, "--persona")
-    group = f"group of {len(spec.cases)} ({Path(args.cases).name})" if spec.cases else None
-    vector = vector_from_spec(spec, model, scorer, data.subjects if data else (),
-                              allow_other_weights=args.allow_other_weights, group_name=group,
-                              bank=data.bank if data else None, allow_other_items=args.allow_other_items)
-    return vector, None
-
-
-def _stored(args: argparse.Namespace, model: PreTrainedModel, data: PapiData | None) -> SteeringVector:
-    """``--store STORE --person CASE``: that person's vector, checked against the model (and the item bank)."""
-    from pas.population.store import PopulationStore
-
-    store = PopulationStore(args.store)
-    if args.person not in store:
-        raise UsageError(f"--person {args.person}: not in the store {args.store} ({len(store)} people)")
-    vector = store[args.person]
-    vector = vector.for_weights_of(model) if args.allow_other_weights else vector
-    vector.check_model(model)
-    if data is not None:
-        vector.check_bank(data.bank, allow_other=args.allow_other_items)
-    return vector
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -237,7 +184,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         from pas.eval.dpo import load_adapter
 
         model = load_adapter(model, args.adapter)
-    vector, system = _steering(args, spec, model, tok)
+    vector, system = vector_from_args(args, spec, model, tok)
     if vector is not None:
         if strength is None:
             strength, ratios = chat_strength(model, tok, vector)
@@ -268,8 +215,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
     scorer = ItemScorer(model, tok, data.bank, PromptTemplate(prefill=args.prefill),
                         progress=not args.json and _interactive())
     if args.system:
-        _check_system_fits(scorer, args.system, "--system")
-    vector, system = _steering(args, spec, model, tok, scorer, data)
+        check_system_fits(scorer, args.system, "--system")
+    vector, system = vector_from_args(args, spec, model, tok, scorer, data)
     if vector is not None and strength is not None:
         vector = vector * strength
     result = assess(scorer, inventory_ids(data.bank, args.items), steering=vector, system=system,
@@ -352,7 +299,7 @@ def cmd_persona(args: argparse.Namespace) -> int:
         out = writable_out(args.out, args.overwrite)  # before any model work
         model, tok = load_model(args.model, dtype=args.dtype)
         scorer = ItemScorer(model, tok, data.bank, progress=_interactive())
-        _check_system_fits(scorer, text, "--file" if args.file else f"the description of {args.describe}"
+        check_system_fits(scorer, text, "--file" if args.file else f"the description of {args.describe}"
                            if args.describe else "the persona's text")
         t = time.perf_counter()
         print(f"pas persona: distilling the persona ({args.construction}) on the short-form questionnaire prompts",

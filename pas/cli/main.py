@@ -1,5 +1,5 @@
 """``pas`` command line: ``pas eval``, ``pas align``, ``pas chat``, ``pas assess``, ``pas traits``, ``pas persona``,
-the population commands and ``pas serve``.
+the population commands, ``pas export`` / ``pas import`` and ``pas serve``.
 
 Every command takes ``--threads N`` (torch threads, set before any model work; on a
 busy 2-core machine 1 thread can be many times faster than 2).
@@ -15,7 +15,7 @@ import argparse
 import sys
 import traceback
 
-from pas.cli import commands, evaluate, population, serve
+from pas.cli import commands, evaluate, export, population, serve
 from pas.cli.args import apply_threads
 
 USAGE, FAILURE = 2, 1
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     commands.add_parsers(sub)
     population.add_parsers(sub)
+    export.add_parsers(sub)
     serve.add_parsers(sub)
     return parser
 

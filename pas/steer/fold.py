@@ -28,6 +28,29 @@ def output_shift(model: PreTrainedModel, offsets: torch.Tensor) -> torch.Tensor:
                         for layer, proj in enumerate(o_proj_modules(model))])
 
 
+def offsets_for_shift(model: PreTrainedModel, shift: torch.Tensor, *, tolerance: float = 1e-4) -> torch.Tensor:
+    """The per-head offsets ``[L, H, D]`` whose :func:`output_shift` is ``shift [L, hidden]``: each layer's least
+    squares solution of ``W_o delta = shift``. Raises ValueError naming the layer when no offset adds that shift
+    (``W_o`` of less rank than ``hidden``, e.g. fewer head dimensions than the width), relative error above
+    ``tolerance``."""
+    lay = layout(model)
+    if tuple(shift.shape) != (lay.n_layers, lay.hidden_size):
+        raise ValueError(f"shift has shape {tuple(shift.shape)}, expected [{lay.n_layers}, {lay.hidden_size}]")
+    out = torch.zeros(lay.n_layers, lay.n_heads * lay.head_dim)
+    for layer, proj in enumerate(o_proj_modules(model)):
+        target = shift[layer].float()
+        if not bool(target.any()):
+            continue
+        w = o_proj_weight(proj, lay.conv1d).float().cpu()  # [hidden, H*D]
+        delta = torch.linalg.lstsq(w.double(), target.double()[:, None]).solution[:, 0].float()
+        miss = float((w @ delta - target).norm() / target.norm())
+        if miss > tolerance:
+            raise ValueError(f"layer {layer}: no per-head offset adds this residual shift (relative error {miss:.2g}: "
+                             f"the output projection reaches only part of the width)")
+        out[layer] = delta
+    return out.reshape(lay.n_layers, lay.n_heads, lay.head_dim)
+
+
 @dataclass
 class FoldedSteering:
     """A vector folded into output-projection biases; ``unfold()`` puts the originals back bit for bit."""

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from pas.core.arch import layout, o_proj_modules
+from pas.core.arch import decoder_layers, layout, o_proj_modules
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -229,6 +229,31 @@ def add_row_biases(model: PreTrainedModel, table: torch.Tensor, rows: torch.Tens
         bias = row_biases(padded[:, layer].contiguous(), index)
         handle.handles.append(proj.register_forward_hook(lambda module, args, out, bias=bias: out + bias.to(out.dtype)))
     return handle
+
+
+def add_block_outputs(model: PreTrainedModel, offsets: torch.Tensor) -> SteeringHandle:
+    """Add ``offsets[l]`` (``[n_layers, hidden]``) to decoder layer ``l``'s output at every position: a residual-stream
+    offset after the whole block, which is what llama.cpp does with a control vector's ``direction.l``
+    (:mod:`pas.export`); pas's own offsets enter after attention instead (:func:`add_offsets`). Layers whose
+    offsets are all zero get no hook. The hooks run first, so whatever else watches a block's output (e.g.
+    transformers' ``output_hidden_states`` recorder) sees the steered stream."""
+    layers = decoder_layers(model)
+    if tuple(offsets.shape[:1]) != (len(layers),) or offsets.dim() != 2:
+        raise ValueError(f"offsets have shape {tuple(offsets.shape)}, expected [{len(layers)}, hidden]")
+    handle = SteeringHandle()
+    for layer, block in enumerate(layers):
+        if bool(offsets[layer].any()):
+            handle.handles.append(block.register_forward_hook(_add_to_output(offsets[layer].clone()), prepend=True))
+    return handle
+
+
+def _add_to_output(delta: torch.Tensor) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (output[0] + delta.to(output[0].dtype), *output[1:])
+        return output + delta.to(output.dtype)
+
+    return hook
 
 
 def dense_offsets(
