@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PAPI_DATA_DIR ?= $(abspath ../shared/papi)
 export PAPI_DATA_DIR
 
-.PHONY: setup demo lint test test-unit clean-venv
+.PHONY: setup demo lint test test-unit llamacpp clean-venv
 
 # Idempotent: re-running only installs what changed. The stamp tracks pyproject.toml.
 setup: $(VENV)/.stamp
@@ -28,10 +28,15 @@ lint: setup
 	$(VENV)/bin/mypy pas
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration"
+
+# llama.cpp itself, for checking exported control vectors (benchmarks/export_llamacpp.py, tests/test_export_llamacpp.py):
+# llama-cpp-python has no prebuilt CPU wheel for this platform, so pip builds llama.cpp (several minutes, once).
+llamacpp: setup
+	$(PY) -m pip install -q -e '.[llamacpp]'
 
 clean-venv:
 	rm -rf $(VENV)

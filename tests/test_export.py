@@ -74,7 +74,7 @@ def test_gated_vector_is_refused_with_what_to_export_instead(tiny_llama):
 
     v = _constant(tiny_llama)
     gated = SteeringVector(v.offsets, v.signature, gates=Gates(torch.zeros(3, 4, 8), torch.ones(3, 4)))
-    with pytest.raises(ControlVectorError, match="gated vector cannot be a llama.cpp control vector.*pas align"):
+    with pytest.raises(ControlVectorError, match="gated vector cannot be .* control vector.*pas align --kind constant"):
         to_control_vector(gated, tiny_llama)
 
 

@@ -109,8 +109,8 @@ def to_control_vector(vector: SteeringVector, model: PreTrainedModel, *, mapping
         raise ControlVectorError(
             "a gated vector cannot be a llama.cpp control vector: its push is scaled per statement by gates that "
             "read the model's own head outputs, and a control vector is one constant offset per layer. Export a "
-            "constant vector instead: the same person's pas or pas-learned vector (pas align --method pas), or a "
-            "trait pole or type vector (pas poles, pas type)")
+            "constant vector instead: the same person's (pas align --kind constant, or a store of --kind "
+            "constant), or a trait pole or type (pas export --trait E+, --type INFP)")
     vector.check_model(model)
     shift = _mapping(mapping)
     residual = output_shift(model, vector.offsets) * scale  # [L, hidden]

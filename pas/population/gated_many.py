@@ -108,13 +108,16 @@ class GatedPlan:
         self.where = {item: j for j, item in enumerate(self.items)}
         self.heads = answer_states(scorer, self.items).heads[:, self.layer].double().numpy()  # [120, H, D]
         self.tilt, self.correction = pushes(calibrations(scorer, self.items, config.gate_both_orders), self.layer)
-        self.full = keep_trunk(model, scorer.encode(self.items), scorer.letter_ids, self.layer - 1)
+        self.full: EncodedPrompts | None = keep_trunk(model, scorer.encode(self.items), scorer.letter_ids,
+                                                      self.layer - 1)
         self.neutral = self._neutral_logits(scorer.letter_ids)  # [shifts, 120, 6]
         self.letters_only = letters_only and self._letter_head_agrees()
         if calibration == "auto":
             calibration = "fast" if self.letters_only and supports(model, self.layer) is None else "exact"
         self.calibration = calibration
         self.subspace = self._subspace() if calibration == "fast" else None
+        if self.subspace is not None:  # the fast path reads no encoding: less memory, less to send to workers
+            self.full = None
         self._groups: OrderedDict[tuple[int, ...], Group] = OrderedDict()
         self.complete = self.group(tuple(sorted(self.items)))
 
@@ -130,6 +133,7 @@ class GatedPlan:
         """Logits of the 120 items under the gain-0 settings, one per shift: the same vector for everyone (the
         readouts are multiplied by 0), so computed once."""
         n_heads, dim = self.shape[1:]
+        assert self.full is not None  # kept until the plan is built, and for the exact calibration
         return self._logits(self.full, len(SHIFTS), lambda i: self._vector(
             torch.zeros(n_heads, dim), torch.full((n_heads,), NEUTRAL), 0.0, SHIFTS[i]), letters)
 
@@ -179,6 +183,7 @@ class GatedPlan:
         """The complete group gets one encoding of its own per fold (one batch each: one pass per call); other
         groups select their folds' rows from the shared encoding."""
         scorer = self.scorer
+        assert self.full is not None  # the exact calibration keeps it
         if len(ids) < len(self.items):
             return tuple(self.full.select([self.where[ids[j]] for j in part]) for part in folds)
         encs = []
