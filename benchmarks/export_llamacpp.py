@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> dict:
         result[name] = row
         print(f"{name}: done", file=sys.stderr, flush=True)
     means = {m: float(np.mean([result[n][f"torch-{m}"]["agreement_with_pas"] for n in vectors])) for m in MAPPINGS}
+    if cpp is not None:
+        cpp.close()
     result["mapping_mean_agreement_with_pas"] = {m: round(v, 4) for m, v in means.items()}
     result["better_mapping"] = max(means, key=means.__getitem__)
     return result

@@ -28,12 +28,12 @@ def test_llama_cpp_applies_the_exported_vector_as_torch_does(real_model, papi, t
     vector = pole_vectors(scorer, ["E+"])["E+"]
     cv = read_control_vector(write_control_vector(to_control_vector(vector, model), tmp_path / "e.gguf"))
 
-    cpp = LlamaCppScorer(embedded_gguf_path())
-    base = cpp.score(prompts, scorer.letter_ids)
-    cpp.set_control_vector(cv)
-    steered = cpp.score(prompts, scorer.letter_ids)
-    cpp.set_control_vector(None)
-    again = cpp.score(prompts, scorer.letter_ids)
+    with LlamaCppScorer(embedded_gguf_path()) as cpp:
+        base = cpp.score(prompts, scorer.letter_ids)
+        cpp.set_control_vector(cv)
+        steered = cpp.score(prompts, scorer.letter_ids)
+        cpp.set_control_vector(None)
+        again = cpp.score(prompts, scorer.letter_ids)
     with add_block_outputs(model, cv.residual(len(vector.offsets))):
         emulated = score_texts(model, tok, texts, letter_ids=scorer.letter_ids)
 

@@ -70,18 +70,44 @@ class LlamaCppScorer:
         if status != 0:
             raise RuntimeError(f"llama.cpp refused the control vector (status {status})")
 
-    def next_logits(self, tokens: Sequence[int]) -> np.ndarray:
-        """``[vocab]`` float32: the logits after ``tokens`` (a fresh sequence: the cache is cleared first)."""
-        self.llm.reset()
-        self.llm.eval(list(tokens))
+    def next_logits(self, tokens: Sequence[int], keep: int = 0) -> np.ndarray:
+        """``[vocab]`` float32: the logits after ``tokens``. The first ``keep`` tokens must be the ones already in
+        llama.cpp's cache (a shared prefix, :meth:`score`); the rest of the cache is dropped and recomputed."""
+        if keep == 0:
+            self.llm.reset()
+        self.llm.n_tokens = keep  # eval() drops the cache past this point, then decodes from it
+        self.llm.eval(list(tokens[keep:]))
         logits = self._api.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(logits, shape=(self.vocab,)).copy()
 
     def score(self, prompts: Sequence[Sequence[int]], letter_ids: Sequence[int]) -> OptionDistribution:
         """The option distribution of each prompt (token ids) over the letters ``letter_ids``, with the letters'
-        share of the next-token mass, as pas's own scorer computes it."""
+        share of the next-token mass, as pas's own scorer computes it. The prompts' common prefix is computed
+        once (under the current control vector) and kept in the cache."""
+        prefix = _common_prefix(prompts)
+        if prefix:
+            self.next_logits(prompts[0][:prefix])
         rows = []
         for tokens in prompts:
-            logits = torch.from_numpy(self.next_logits(tokens)).double()
+            logits = torch.from_numpy(self.next_logits(tokens, keep=prefix)).double()
             rows.append(torch.cat([logits[list(letter_ids)], torch.logsumexp(logits, 0)[None]]))
         return to_distribution(torch.stack(rows))
+
+    def close(self) -> None:
+        """Free llama.cpp's model and context now (rather than at interpreter exit)."""
+        self.llm.close()
+
+    def __enter__(self) -> LlamaCppScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own."""
+    shortest = min(len(p) for p in prompts)
+    n = 0
+    while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n
