@@ -2,8 +2,9 @@
 
     python benchmarks/export_llamacpp.py [--person CASE] [--items N] [--threads N] [--json PATH]
 
-For each vector (the trait poles E+ and N+, and one person's constant PAS vector fitted on their 120 known
-answers), the test items' answers under:
+For each vector, the test items' answers under (the vectors: constant PAS vectors, since a gated vector has
+no control-vector form: the trait poles E+ and N+ as constant PAS fits of the pole's answer sheet on the short
+form, :func:`pas.space.poles.pole_sheet`, and one person's constant PAS vector fitted on their 120 known answers):
 
 - ``pas``: pas's own steering (head offsets after attention, at the vector's positions);
 - ``torch-output`` / ``torch-input``: the exported control vector applied the way llama.cpp applies it (added to
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pas.core.data import DOMAINS, load_papi
+from pas.core.data import DOMAINS, Subject, load_papi
 from pas.core.models import embedded_gguf_path, load_model
 from pas.eval.report import machine_info
 from pas.export.llamacpp import MAPPINGS, to_control_vector, write_control_vector
@@ -35,7 +36,7 @@ from pas.export.runtime import LlamaCppScorer, runtime_missing
 from pas.fit.align import fit_subject
 from pas.fit.config import PASConfig
 from pas.score.scorer import ItemScorer, OptionDistribution, score_texts
-from pas.space.poles import pole_name, pole_vectors
+from pas.space.poles import pole_sheet
 from pas.steer.hooks import add_block_outputs
 
 from common import add_run_args, apply_threads, finish
@@ -71,10 +72,13 @@ def run(args: argparse.Namespace) -> dict:
     texts = scorer.texts(ids)
     t0 = time.perf_counter()
     person = data.subjects[0] if args.person is None else next(s for s in data.subjects if s.case == args.person)
-    poles = pole_vectors(scorer, list(POLES))
-    vectors = {pole: poles[pole_name(pole)] for pole in POLES}
-    vectors[f"person {person.case} (pas)"] = fit_subject(model, person, PASConfig(learn=False), scorer=scorer,
-                                                        progress=False)[0]
+    constant = PASConfig(learn=False)
+    vectors = {}
+    for pole in POLES:  # the pole as a person who answers its sheet, fitted by constant PAS
+        sheet = {i: int(v) for i, v in pole_sheet(data.bank, pole).items()}
+        vectors[pole] = fit_subject(model, Subject(pole, sheet, bank=data.bank), constant, scorer=scorer,
+                                    progress=False)[0]
+    vectors[f"person {person.case} (pas)"] = fit_subject(model, person, constant, scorer=scorer, progress=False)[0]
     result: dict = {"machine": machine_info(), "items": len(ids), "gguf": str(embedded_gguf_path()),
                     "vectors_seconds": round(time.perf_counter() - t0, 1)}
     base = scorer.score(ids)

@@ -3,6 +3,7 @@ removing it restores the unsteered answers. Runs where llama-cpp-python is insta
 (llama.cpp builds from source there, minutes each run) and docs/export.md keeps the measurement with its command."""
 
 import pytest
+import torch
 
 from pas.export.runtime import runtime_missing
 
@@ -17,15 +18,19 @@ def test_llama_cpp_applies_the_exported_vector_as_torch_does(real_model, papi, t
     from pas.export.llamacpp import read_control_vector, to_control_vector, write_control_vector
     from pas.export.runtime import LlamaCppScorer
     from pas.score.scorer import ItemScorer, score_texts
-    from pas.space.poles import pole_vectors
     from pas.steer.hooks import add_block_outputs
+    from pas.steer.signature import ModelSignature
+    from pas.steer.vector import SteeringVector
 
     model, tok = real_model
     scorer = ItemScorer(model, tok, papi.bank)
     ids = list(papi.bank.test_ids)[:ITEMS]
     texts = scorer.texts(ids)
     prompts = [tok.encode(t, add_special_tokens=False) for t in texts]
-    vector = pole_vectors(scorer, ["E+"])["E+"]
+    sig = ModelSignature.of(model)
+    offsets = torch.zeros(sig.shape)
+    offsets[[10, 20]] = 0.5 * torch.randn(2, *sig.shape[1:], generator=torch.Generator().manual_seed(0))
+    vector = SteeringVector(offsets, sig)  # constant (pas's poles are gated: no control-vector form)
     cv = read_control_vector(write_control_vector(to_control_vector(vector, model), tmp_path / "e.gguf"))
 
     with LlamaCppScorer(embedded_gguf_path()) as cpp:

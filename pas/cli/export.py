@@ -24,10 +24,9 @@ FORMATS = ("llama.cpp",)
 
 def add_parsers(sub: Subparsers) -> None:
     """``pas export`` and ``pas import``."""
-    p = sub.add_parser("export", help="write a constant vector (a file, a stored person, a pole, a type...) as a "
-                                      "llama.cpp control vector (GGUF)")
-    p.add_argument("source", nargs="?", metavar="VECTOR", help="a vector file (.safetensors); or use --store/--person, "
-                                                               "--trait, --type, --cases, --persona")
+    p = sub.add_parser("export", help="write a constant vector (a file, or a person of a store) as a llama.cpp "
+                                      "control vector (GGUF); gated vectors (pas-gated, poles, types) are refused")
+    p.add_argument("source", nargs="?", metavar="VECTOR", help="a vector file (.safetensors); or --store/--person")
     add_source_args(p)
     p.add_argument("--format", default="llama.cpp", choices=FORMATS, help="the file format (default llama.cpp)")
     p.add_argument("--out", required=True, help="the .gguf file to write")

@@ -110,7 +110,7 @@ def to_control_vector(vector: SteeringVector, model: PreTrainedModel, *, mapping
             "a gated vector cannot be a llama.cpp control vector: its push is scaled per statement by gates that "
             "read the model's own head outputs, and a control vector is one constant offset per layer. Export a "
             "constant vector instead: the same person's (pas align --kind constant, or a store of --kind "
-            "constant), or a trait pole or type (pas export --trait E+, --type INFP)")
+            "constant). Trait poles, types, groups and personas are gated in pas, so they are refused too")
     vector.check_model(model)
     shift = _mapping(mapping)
     residual = output_shift(model, vector.offsets) * scale  # [L, hidden]

@@ -90,6 +90,9 @@ class ConstantPlan:
         """This plan without its model, to send to worker processes (:class:`pas.population.plan.SharedPlan`)."""
         return SharedPlan.of(self)
 
+    def prepare(self) -> None:
+        """Nothing to prepare: constant PAS runs no compiled kernel of its own."""
+
     def fit_many(self, people: Sequence[Subject]) -> tuple[list[PersonFit], list[tuple[str, str]]]:
         """Fit ``people``: ``(fits, skipped)``, ``skipped`` holding ``(case, reason)`` for each person fit_subject
         refuses (too few non-neutral answers to probe, a domain without validation items), in its words."""

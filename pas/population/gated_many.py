@@ -120,6 +120,18 @@ class GatedPlan:
             self.full = None
         self._groups: OrderedDict[tuple[int, ...], Group] = OrderedDict()
         self.complete = self.group(tuple(sorted(self.items)))
+        self.prepare()
+
+    def prepare(self) -> None:
+        """The fast path's fused kernel compiled, in this process, for every shape class a fit meets (one person
+        or several in a block, one held-out item or several: compiled code is specialised on sizes 1), so that
+        no compilation (seconds each) lands in the middle of a run; nothing for the exact calibration."""
+        if self.subspace is None or not compile_enabled():
+            return
+        gains, shifts = torch.tensor([g for g in GAINS if g != 0]), torch.tensor(SHIFTS)
+        n_heads = self.shape[1]
+        for people, n in itertools.product((1, 2), (1, 2)):
+            self.subspace.raw_letters_grid(torch.arange(n), torch.full((people, n, n_heads), NEUTRAL), gains, shifts)
 
     # ------------------------------------------------------------ person-independent
 

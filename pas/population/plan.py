@@ -45,6 +45,11 @@ class PopulationPlan(Protocol):
         """``(fits, skipped)``; ``skipped`` holds ``(case, reason)`` for each person the fit refuses."""
         ...
 
+    def prepare(self) -> None:
+        """Per-process set-up that must not land in the middle of a run (e.g. compiling kernels for every shape
+        a fit meets); called when the plan is built and when a worker attaches it."""
+        ...
+
 
 class ChunkFits(NamedTuple):
     """One chunk fitted: every ``case`` it held (fitted or skipped), the fits, and ``(case, reason)`` per skip."""
@@ -103,4 +108,5 @@ class SharedPlan:
         plan: Any = object.__new__(self.kind)
         vars(plan).update(self.state)
         plan.scorer = ItemScorer(model, tokenizer, self.bank, self.template, batch_size=self.batch_size)
+        plan.prepare()
         return plan
