@@ -78,11 +78,17 @@ def test_gated_vector_is_refused_with_what_to_export_instead(tiny_llama):
         to_control_vector(gated, tiny_llama)
 
 
-def test_block_zero_cannot_be_steered(tiny_llama):
-    with pytest.raises(ControlVectorError, match="llama.cpp cannot steer"):
-        to_control_vector(_constant(tiny_llama, layers=(0, 2)), tiny_llama)
-    with pytest.raises(ControlVectorError, match="llama.cpp cannot steer"):
-        to_control_vector(_constant(tiny_llama, layers=(1,)), tiny_llama, mapping="input")
+def test_what_lands_below_block_one_is_added_at_block_one(tiny_llama):
+    from pas.steer.fold import output_shift
+
+    vector = _constant(tiny_llama, layers=(0, 2))
+    shift = output_shift(tiny_llama, vector.offsets)
+    cv = to_control_vector(vector, tiny_llama)
+    assert sorted(cv.directions) == [1, 2] and "layer(s) 0" in cv.metadata["pas.moved"]
+    np.testing.assert_allclose(cv.directions[1], shift[0].numpy(), rtol=1e-6)
+    cv = to_control_vector(_constant(tiny_llama, layers=(1, 2)), tiny_llama, mapping="input")
+    assert sorted(cv.directions) == [1] and "layer(s) 1" in cv.metadata["pas.moved"]  # 1 -> 0 -> 1, 2 -> 1: summed
+    assert "pas.moved" not in to_control_vector(_constant(tiny_llama, layers=(1, 2)), tiny_llama).metadata
 
 
 def test_bad_files_and_other_models_are_refused(tiny_llama, tmp_path):

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 ARCHITECTURE = "controlvector"
 MAPPINGS = {"output": 0, "input": -1}  # control-vector layer = pas layer + this
+FIRST_BLOCK = 1  # llama.cpp never steers block 0
 DEFAULT_MAPPING = "output"  # chosen by measurement: docs/export.md
 LLAMA_CPP_ARCH = {"mistral": "llama"}  # transformers model_type -> llama.cpp architecture, where they differ
 PLACEMENT = {
@@ -103,8 +104,9 @@ def _mapping(mapping: str) -> int:
 def to_control_vector(vector: SteeringVector, model: PreTrainedModel, *, mapping: str = DEFAULT_MAPPING,
                       scale: float = 1.0) -> ControlVector:
     """``vector`` (constant) as a llama.cpp control vector for ``model``: each steered layer's ``W_o delta`` times
-    ``scale``, on the layer ``mapping`` names. A gated vector, or one whose steering would land on block 0, is
-    refused with the reason and what can be exported instead."""
+    ``scale``, on the layer ``mapping`` names; what would land below block 1 (which llama.cpp cannot steer: pas
+    layer 0, or 1 with mapping ``"input"``) is added at block 1 instead, and ``pas.moved`` says so. A gated
+    vector is refused with the reason and what can be exported instead."""
     if vector.gates is not None:
         raise ControlVectorError(
             "a gated vector cannot be a llama.cpp control vector: its push is scaled per statement by gates that "
@@ -117,17 +119,20 @@ def to_control_vector(vector: SteeringVector, model: PreTrainedModel, *, mapping
     steered = [layer for layer in range(residual.shape[0]) if bool(residual[layer].any())]
     if not steered:
         raise ControlVectorError("the vector steers no layer (all offsets are zero): nothing to export")
-    if min(steered) + shift < 1:
-        raise ControlVectorError(f"layer {min(steered)} maps to block {min(steered) + shift} with mapping "
-                                 f"{mapping!r}, which llama.cpp cannot steer; use mapping 'output' or a vector "
-                                 f"without offsets there")
-    directions = {layer + shift: residual[layer].numpy().astype(np.float32) for layer in steered}
+    directions: dict[int, np.ndarray] = {}
+    moved = [layer for layer in steered if layer + shift < FIRST_BLOCK]
+    for layer in steered:  # below block 1 (which llama.cpp cannot steer): added at block 1's output instead
+        block = max(layer + shift, FIRST_BLOCK)
+        directions[block] = directions.get(block, 0) + residual[layer].numpy().astype(np.float32)
     prov = vector.provenance
     meta = {"pas.mapping": mapping, "pas.placement": PLACEMENT[mapping], "pas.positions": vector.positions,
             "pas.scale": repr(float(scale)), "pas.model": vector.signature.model_name,
             "pas.provenance": json.dumps(dataclasses.asdict(prov), default=str)}
     if prov.subject is not None:
         meta["pas.subject"] = str(prov.subject)
+    if moved:
+        meta["pas.moved"] = (f"layer(s) {', '.join(map(str, moved))} map below block {FIRST_BLOCK}, which llama.cpp "
+                             f"cannot steer; added at block {FIRST_BLOCK}'s output instead")
     return ControlVector(directions, llama_cpp_arch(vector.signature.model_type), meta)
 
 
