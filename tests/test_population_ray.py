@@ -63,11 +63,26 @@ def here(scorer, people):
     return align_population(scorer, people, chunk=2, progress=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def plain_torch():
+    """These tests check distribution (same vectors, retries, resume), not the fused kernel (tests/test_kernels.py,
+    tests/test_population_subspace.py): plain torch here and on every worker spares each new process compiling it
+    (seconds per shape class)."""
+    before = os.environ.get("PAS_COMPILE")
+    os.environ["PAS_COMPILE"] = "0"
+    yield
+    if before is None:
+        os.environ.pop("PAS_COMPILE", None)
+    else:
+        os.environ["PAS_COMPILE"] = before
+
+
 @pytest.fixture(scope="module")
 def session():
     """One small Ray session for the module: 2 CPUs, no dashboard; workers can import this test module."""
     ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'pas[ray]')")
-    env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
+           "PAS_COMPILE": "0"}
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
