@@ -128,7 +128,7 @@ class GatedPlan:
         no compilation (seconds each) lands in the middle of a run; nothing for the exact calibration."""
         if self.subspace is None or not compile_enabled():
             return
-        gains, shifts = torch.tensor([g for g in GAINS if g != 0]), torch.tensor(SHIFTS)
+        gains, shifts = _moving_axes()
         n_heads = self.shape[1]
         for people, n in itertools.product((1, 2), (1, 2)):
             self.subspace.raw_letters_grid(torch.arange(n), torch.full((people, n, n_heads), NEUTRAL), gains, shifts)
@@ -303,8 +303,7 @@ class GatedPlan:
         shifts = torch.tensor([GRID[j][1] for j in moving])
         folds = [(torch.tensor([self.where[g.ids[i]] for i in part]), part) for part in g.folds]
 
-        grid_gains = torch.tensor([gain for gain in GAINS if gain != 0])  # moving = grid_gains x SHIFTS, in order
-        grid_shifts = torch.tensor(SHIFTS)
+        grid_gains, grid_shifts = _moving_axes()  # moving = grid_gains x SHIFTS, in order
         assert len(moving) == len(grid_gains) * len(grid_shifts)
         block = FAST_PEOPLE if compile_enabled() else PLAIN_PEOPLE
         for k, (at, part) in enumerate(folds):
@@ -355,6 +354,12 @@ class GatedPlan:
         gain, shift = (np.broadcast_to(np.abs(np.array([key[k] for key in GRID])), composite.shape) for k in (0, 1))
         best = np.lexsort((shift, gain, expected_composite, composite), axis=-1)[:, 0]  # stable: GRID order last
         return [GRID[j] for j in best]
+
+
+def _moving_axes() -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibration grid's settings whose vector differs by person, as the fast path's two axes: the non-zero
+    gains and every shift (in :data:`GRID`'s order, gain major)."""
+    return torch.tensor([gain for gain in GAINS if gain != 0]), torch.tensor(SHIFTS)
 
 
 def _domain_composites(g: Group, err: np.ndarray) -> np.ndarray:

@@ -109,8 +109,8 @@ class GateSubspace:
         d = (reads - NEUTRAL) / n_heads  # [P, n, H]
         gates = gains[None, :, None, None, None] * d[:, None, None] + shifts[None, None, :, None, None] / n_heads
         base = self.a_mlp[rows] + (shifts / n_heads)[:, None, None] * self.b_mlp.sum(0)  # [S, n, 2F]
-        hidden = silu_mlp_letters(base, d @ self.b_mlp, gains, self._scale(rows, gates), self.letters_h)
-        return self.letters_r[rows] + gates @ self.letters_u + hidden
+        from_hidden = silu_mlp_letters(base, d @ self.b_mlp, gains, self._scale(rows, gates), self.letters_h)
+        return self.letters_r[rows] + gates @ self.letters_u + from_hidden
 
     def _scale(self, rows: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The MLP norm's scale of items ``rows`` under ``gates [..., n, H]``, from ``|r + U^T g|^2`` in H numbers."""
