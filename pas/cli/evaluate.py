@@ -6,7 +6,7 @@ import argparse
 import functools
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from pas.fit.config import GatedConfig, PASConfig
 
 if TYPE_CHECKING:
     from pas.core.data import Subject
+    from pas.eval.record import RunRecord
     from pas.steer.vector import SteeringVector
 
 TABLES = ("compact", "wide")
@@ -49,6 +50,11 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--reverse-options", action="store_true",
                    help="also score every LLM method with the options listed in reverse (A = Very Inaccurate), "
                         "nothing refitted: a letter bias flips, a personality does not")
+    p.add_argument("--transfer", action="store_true",
+                   help="also score every LLM method (and readout) on statements never fitted: paraphrases and "
+                        "negations of 60 test items, and the IPIP-100 markers not among the 300 (table of its own)")
+    p.add_argument("--markers-dir", help="the IPIP-100 markers folder (items.csv) for --transfer (default: "
+                                         "$IPIP100_DATA_DIR, else ./ipip100 or ../shared/ipip100)")
     p.add_argument("--prefill", default="(", help="text that starts the assistant turn before the letter (default '(')")
     p.add_argument("--dpo-epochs", type=int, default=2, help="dpo: most epochs (best chosen on validation items)")
     p.add_argument("--dpo-lr", type=float, default=5e-4, help="dpo: learning rate (LoRA)")
@@ -186,7 +192,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pas.eval.dpo import DPOSettings
     from pas.eval.fingerprint import file_digest
     from pas.eval.methods import MethodContext
-    from pas.eval.record import RunRecord
     from pas.eval.report import compact_table, dumps, markdown_table, summarize, summarize_method
     from pas.eval.run import run_methods, run_settings
 
@@ -196,6 +201,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     ctx = MethodContext(data.bank, data.subjects, pas_config=pas_config, gated_config=gated_config,
                         dpo_settings=DPOSettings(epochs=args.dpo_epochs, lr=args.dpo_lr), adapter_dir=args.adapter_dir,
                         reverse_options=args.reverse_options)
+    if args.transfer:
+        from pas.core.transfer import load_transfer
+
+        ctx.transfer = load_transfer(data.bank, args.markers_dir)
     ctx.vectors = load_vectors(args, chosen)
     for v in ctx.vectors.values():  # fitted on these statements? (before any model work)
         v.check_bank(data.bank, allow_other=args.allow_other_items)
@@ -231,7 +240,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"(answer vs stored keyed score), for comparison with its tables only"
             + ("; reversed options: the same methods, nothing refitted, options listed E..A "
                "(gain kept = share of the gain over always-3 that survives)" if args.reverse_options else "")
-            + "\n" + markdown_table(summary))
+            + "\n" + markdown_table(summary) + _transfer_text(records))
     if out is not None:
         (out / "results.md").write_text(wide + "\n")
     if args.json:
@@ -241,6 +250,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{len(chosen)} subject(s); composite = sum over O C E A N of mean |answer - the person's response| "
               f"on the 180 held-out items (0..20)")
-        print(compact_table(summary))
+        print(compact_table(summary) + _transfer_text(records))
         print("(--table wide: each domain, paired p-values, the paper's composite, seconds and memory)")
     return 0
+
+
+def _transfer_text(records: Mapping[str, Sequence[RunRecord]]) -> str:
+    """The transfer table under the results, when the run scored transfer sets."""
+    from pas.eval.transfer import summarize_transfer, transfer_table
+
+    summary = summarize_transfer(records)
+    if not summary:
+        return ""
+    return ("\n\nTransfer to statements never fitted (MAE of answers 1..5 against what the person would answer: "
+            "a paraphrase as the original, a negation 6 - response; paired Wilcoxon vs always-3 on the same "
+            "statements; markers r: per domain, correlation across people of the person's domain mean over "
+            "the 300 and the model's on the IPIP-100 markers):\n" + transfer_table(summary))

@@ -10,6 +10,7 @@ from pas.core.data import ItemBank, Subject
 from pas.score.scorer import ItemScorer
 
 if TYPE_CHECKING:
+    from pas.core.transfer import TransferSets
     from pas.eval.dpo import DPOSettings
     from pas.fit.config import GatedConfig, PASConfig
     from pas.steer.vector import SteeringVector
@@ -29,6 +30,7 @@ class MethodContext:
     dpo_settings: DPOSettings | None = None
     adapter_dir: str | None = None  # where the dpo method saves each subject's adapter
     reverse_options: bool = False  # also score LLM methods with the options in reverse order
+    transfer: TransferSets | None = None  # also score LLM methods (and readout) on statements never fitted
 
     def others(self, subject: Subject) -> list[Subject]:
         return [s for s in self.population if s.case != subject.case]

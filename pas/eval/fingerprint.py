@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pas.core.data import ItemBank, Subject
 from pas.eval.report import dumps
+from pas.eval.transfer import transfer_settings
 
 if TYPE_CHECKING:
     from pas.eval.methods import Method, MethodContext
@@ -93,6 +94,8 @@ def fingerprint(method: Method, ctx: MethodContext, subject: Subject, digests: D
         fp["settings"] = dict(settings)
     if method.is_llm:
         fp["reverse_options"] = ctx.reverse_options
+    if method.is_llm or method.name == "readout":
+        fp["transfer"] = transfer_settings(ctx.transfer)
     fp.update(method.settings(ctx, subject))
     return json.loads(dumps(fp))  # tuples become lists, as they read back
 

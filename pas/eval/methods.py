@@ -97,6 +97,9 @@ def _llm(ctx: MethodContext, system_for: SystemFor = _no_system, steering: Steer
     pred = _scored(scorer, ids, system_for(False), steering)
     if ctx.reverse_options:
         pred.reversed = _scored(scorer.reversed(), ids, system_for(True), steering)
+    if ctx.transfer is not None:  # statements never fitted: the same prompt, system prompt and steering
+        pred.transfer = {name: _scored(scorer.for_bank(bank), [it.id for it in bank.items], system_for(False), steering)
+                         for name, bank in ctx.transfer.banks().items()}
     return pred
 
 

@@ -59,6 +59,7 @@ class RunRecord:
     info: dict[str, Any] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
     reversed: Reversed | None = None
+    transfer: dict[str, Any] = field(default_factory=dict)  # pas.eval.transfer.transfer_results
     error: str | None = None
     fingerprint: Mapping[str, Any] | None = None  # what the record depended on (pas.eval.fingerprint)
 
@@ -78,6 +79,8 @@ class RunRecord:
                  "items": self.items}
             if self.reversed is not None:
                 d["reversed"] = self.reversed.to_json()
+            if self.transfer:
+                d["transfer"] = self.transfer
         if self.fingerprint is not None:
             d["fingerprint"] = self.fingerprint
         return d
@@ -103,4 +106,5 @@ class RunRecord:
                    papi_published=_f(d["papi_published"]), n_items=int(d.get("n_items", len(items))),
                    fit_seconds=_f(d["fit_seconds"]), eval_seconds=_f(d["eval_seconds"]),
                    peak_rss_mb=_f(d.get("peak_rss_mb", 0.0)), info=dict(d.get("info") or {}), items=items,
-                   reversed=None if rev is None else Reversed.from_json(rev), fingerprint=fingerprint)
+                   reversed=None if rev is None else Reversed.from_json(rev), transfer=dict(d.get("transfer") or {}),
+                   fingerprint=fingerprint)

@@ -159,7 +159,8 @@ def reversed_gain_kept(records: Records, always3: Records) -> float | None:
     return float(np.mean([a3[r.case] - r.reversed.composite for r in shared if r.reversed is not None])) / gain
 
 
-def _p(p: float) -> str:
+def p_text(p: float | None) -> str:
+    """A p-value as tables show it (n/a when there is none)."""
     return "n/a" if p is None or math.isnan(p) else f"{p:.2g}"
 
 
@@ -178,7 +179,7 @@ def _difference_cell(vs: Mapping | None, p: bool = True) -> str:
     if vs is None:
         return "—"
     lo, hi = vs["ci"]
-    inside = ([f"{lo:+.2f}…{hi:+.2f}"] if _finite(lo) else []) + ([f"p={_p(vs['wilcoxon_p'])}"] if p else [])
+    inside = ([f"{lo:+.2f}…{hi:+.2f}"] if _finite(lo) else []) + ([f"p={p_text(vs['wilcoxon_p'])}"] if p else [])
     return f"{vs['mean']:+.2f}" + (f" ({', '.join(inside)})" if inside else "")
 
 

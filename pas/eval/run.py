@@ -26,12 +26,13 @@ from pas.eval.fingerprint import DataDigests, changes, differences, fingerprint
 from pas.eval.methods import METHODS, MethodContext
 from pas.eval.record import Reversed, RunRecord
 from pas.eval.report import dumps
+from pas.eval.transfer import transfer_results, transfer_settings
 from pas.score.metric import UnscorableSubject, subject_errors
 
 SETTINGS_FILE = "settings.json"
 RECORDS_DIR = "per_subject"
 # settings.json of records made before each record kept its own dependencies: these were per-method, not shared
-PER_METHOD_SETTINGS = ("reverse_options", "pas_config", "gated_config", "dpo_settings")
+PER_METHOD_SETTINGS = ("reverse_options", "transfer", "pas_config", "gated_config", "dpo_settings")
 
 
 class SettingsMismatchError(ValueError):
@@ -83,9 +84,10 @@ def run_subject(method: str, ctx: MethodContext, subject: Subject,
     if rev is not None and pred.reversed is not None:
         reversed_ = Reversed(rev.composite, rev.domains, rev.expected_composite,
                              pred.reversed.info.get("letter_mass"), [it["answer"] for it in rev.items])
+    transfer = {} if ctx.transfer is None else transfer_results(ctx.transfer, ctx.bank, subject, pred)
     record = RunRecord(subject.case, s.composite, s.domains, s.expected_composite, s.expected_domains,
                        s.papi_published, s.n_items, pred.fit_seconds, seconds - pred.fit_seconds, mem.peak / 2**20,
-                       pred.info, s.items, reversed_, fingerprint=fingerprint)
+                       pred.info, s.items, reversed_, transfer, fingerprint=fingerprint)
     return RunRecord.from_json(json.loads(dumps(record.to_json())))  # as a resumed run would read it
 
 
@@ -157,7 +159,8 @@ def context_settings(ctx: MethodContext) -> dict:
     def plain(config: object) -> object:
         return dataclasses.asdict(config) if dataclasses.is_dataclass(config) and not isinstance(config, type) else None
 
-    return {"reverse_options": ctx.reverse_options, "pas_config": plain(ctx.pas_config),
+    return {"reverse_options": ctx.reverse_options, "transfer": transfer_settings(ctx.transfer),
+            "pas_config": plain(ctx.pas_config),
             "gated_config": plain(ctx.gated_config), "dpo_settings": plain(ctx.dpo_settings)}
 
 

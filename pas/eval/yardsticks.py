@@ -83,5 +83,10 @@ def readout(ctx: MethodContext, subject: Subject) -> Prediction:
                       np.array([known[i] for i in ids], dtype=np.float64), bank, subject, ids)
     layer = cast(int, fit.key)  # the features are keyed by layer
     pred = point_prediction(bank.test_ids, fit.predict(test.residual[:, layer].numpy()))
+    if ctx.transfer is not None:  # the same readout on statements never fitted
+        for name, other in ctx.transfer.banks().items():
+            ids_ = [it.id for it in other.items]
+            states_ = answer_states(ctx.scorer.for_bank(other), ids_)
+            pred.transfer[name] = point_prediction(ids_, fit.predict(states_.residual[:, layer].numpy()))
     pred.info.update({"layer": int(layer), "ridge_lambda": fit.ridge_lambda, "cv_composite": fit.cv.composite})
     return pred

@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from pas.core.arch import layout, o_proj_modules
 from pas.core.data import ItemBank
 from pas.core.models import cache_dir, model_name
+from pas.score.cache import ScorerCache
 from pas.score.prompts import LETTERS, PromptTemplate
-from pas.score.scorer import ItemScorer, ScorerCache
+from pas.score.scorer import ItemScorer
 from pas.steer.hooks import record_head_outputs
 
 if TYPE_CHECKING:

@@ -38,9 +38,10 @@ from pas.core.arch import layout
 from pas.core.data import ItemBank, Subject
 from pas.fit.activations import answer_states
 from pas.fit.readout import fit_readout
+from pas.score.cache import ScorerCache
 from pas.score.metric import Objective, Prediction, objective
 from pas.score.prompts import LETTER_VALUES
-from pas.score.scorer import ItemScorer, ScorerCache, final_logits, keep_trunk, to_distribution
+from pas.score.scorer import ItemScorer, final_logits, keep_trunk, to_distribution
 from pas.steer.hooks import add_offsets
 
 if TYPE_CHECKING:

@@ -39,6 +39,7 @@ class Prediction:
     fit_seconds: float = 0.0  # time spent learning from the subject (PAS, DPO), part of the method's seconds
     info: dict = field(default_factory=dict)  # method-specific facts worth reporting (alpha, best epoch, ...)
     reversed: Prediction | None = None  # the same method with the options listed in reverse (nothing refitted)
+    transfer: dict[str, Prediction] = field(default_factory=dict)  # answers to each transfer set (pas.core.transfer)
 
 
 @dataclass

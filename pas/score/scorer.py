@@ -16,11 +16,10 @@ Fast path, with the same results as one prompt at a time (tested):
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -298,31 +297,6 @@ def score_texts(
             return to_distribution(final_logits(model, enc, letter_ids))
 
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class ScorerCache(Generic[K, V]):
-    """One purpose's cache of person-independent things computed for a scorer (answer states, letter
-    Jacobians, pole vectors...), kept as long as the scorer lives. Each purpose owns its cache, typed
-    by its key and value, beside the code that computes it."""
-
-    def __init__(self, purpose: str) -> None:
-        self.purpose = purpose
-        self._by_scorer: weakref.WeakKeyDictionary[ItemScorer, dict[K, V]] = weakref.WeakKeyDictionary()
-
-    def get(self, scorer: ItemScorer, key: K, compute: Callable[[], V]) -> V:
-        """``compute()`` once per (scorer, key)."""
-        mine = self._by_scorer.setdefault(scorer, {})
-        if key not in mine:
-            mine[key] = compute()
-        return mine[key]
-
-    def put(self, scorer: ItemScorer, key: K, value: V) -> None:
-        """Set a value (e.g. planted states in a test)."""
-        self._by_scorer.setdefault(scorer, {})[key] = value
-
-
 class ItemScorer:
     """Scores PAPI items for one model and template; remembers body encodings to reuse them.
 
@@ -339,6 +313,7 @@ class ItemScorer:
         self._encodings: dict[tuple[tuple[int, ...], str | None], EncodedPrompts] = {}
         self._prompted: dict[tuple[tuple[int, ...], str], OptionDistribution] = {}
         self._variants: dict[PromptTemplate, ItemScorer] = {}
+        self._banks: dict[str, ItemScorer] = {}
         self._last_system: tuple[tuple[tuple[int, ...], str | None], EncodedPrompts] | None = None
 
     def variant(self, template: PromptTemplate) -> ItemScorer:
@@ -349,6 +324,14 @@ class ItemScorer:
             self._variants[template] = ItemScorer(self.model, self.tokenizer, self.bank, template,
                                                   batch_size=self.batch_size, progress=self.progress)
         return self._variants[template]
+
+    def for_bank(self, bank: ItemBank) -> ItemScorer:
+        """A scorer for the same model and template over other statements (e.g. a transfer set), made once."""
+        key = bank.fingerprint()
+        if key not in self._banks:
+            self._banks[key] = ItemScorer(self.model, self.tokenizer, bank, self.template,
+                                          batch_size=self.batch_size, progress=self.progress)
+        return self._banks[key]
 
     def reversed(self) -> ItemScorer:
         """A scorer for the same model and items with the options listed in reverse (its own encodings, made once)."""

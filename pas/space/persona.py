@@ -29,8 +29,9 @@ from transformers import PreTrainedTokenizerBase
 
 from pas.core.data import Subject
 from pas.fit.activations import answer_states
+from pas.score.cache import ScorerCache
 from pas.score.metric import objective
-from pas.score.scorer import ItemScorer, OptionDistribution, ScorerCache
+from pas.score.scorer import ItemScorer, OptionDistribution
 from pas.steer.vector import SteeringVector, item_hash
 
 CONSTRUCTIONS = ("contrast", "profile", "poles")
