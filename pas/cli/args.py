@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar, cast
@@ -60,10 +60,13 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, yes/no or 1/0, got {text!r}")
 
 
-def add_fit_args(p: argparse.ArgumentParser) -> None:
-    """``--kind`` and one flag per field of :class:`PASConfig` and :class:`GatedConfig` (help from their docs)."""
-    p.add_argument("--kind", choices=list(KINDS), default=None,
-                   help="constant: PAS offsets (default); gated: offsets that follow each statement")
+def add_fit_args(p: argparse.ArgumentParser, more_kinds: Mapping[str, str] | None = None) -> None:
+    """``--kind`` and one flag per field of :class:`PASConfig` and :class:`GatedConfig` (help from their docs);
+    ``more_kinds``: kinds a command adds (name -> help)."""
+    more = dict(more_kinds or {})
+    p.add_argument("--kind", choices=[*KINDS, *more], default=None,
+                   help="constant: PAS offsets (default); gated: offsets that follow each statement"
+                        + "".join(f"; {k}: {h}" for k, h in more.items()))
     seen: set[str] = set()
     for config in (PASConfig, GatedConfig):
         docs = field_docs(config)

@@ -47,7 +47,9 @@ def _add_align(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--overwrite", "--force", action="store_true", help="replace --out if it exists")
     add_model_args(p)
-    add_fit_args(p)
+    add_fit_args(p, {"population": "the vector made in closed form from the subject's known answers by a "
+                                   "population map (--map; pas population-map), no fitting"})
+    p.add_argument("--map", metavar="MAP", help="--kind population: the population map file")
     add_threads_arg(p)
     p.set_defaults(func=cmd_align)
 
@@ -143,6 +145,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     from pas.fit.align import fit_subject
     from pas.score.scorer import ItemScorer
 
+    if args.kind == "population" or args.map is not None:
+        return _align_from_map(args)
     config = fit_config(args)
     data = load_papi(args.data_dir, encoding=args.encoding)
     (subject,) = select_subjects(data.subjects, [args.subject])  # an unknown subject creates no --out folders
@@ -164,6 +168,33 @@ def cmd_align(args: argparse.Namespace) -> int:
         hint = "; try --kind gated (offsets that follow each statement)" if report.gated is None else ""
         print(f"note: steered by this vector the model answers 'Neither' to all {len(report.known_answers)} known "
               f"items, as always-3 does: it adds nothing over always-3 on the known items{hint}", file=sys.stderr)
+    return 0
+
+
+def _align_from_map(args: argparse.Namespace) -> int:
+    """``pas align --kind population --map MAP``: the subject's vector from a population map, in closed form."""
+    from pas.core.data import load_papi, select_subjects
+    from pas.core.models import load_model
+    from pas.population.informed import PopulationMap
+
+    if args.kind != "population" or args.map is None:
+        raise UsageError("a population vector needs both --kind population and --map MAP (pas population-map)")
+    data = load_papi(args.data_dir, encoding=args.encoding)
+    (subject,) = select_subjects(data.subjects, [args.subject])
+    pmap = PopulationMap.load(args.map)
+    if pmap.bank is not None and pmap.bank != data.bank.fingerprint():
+        raise UsageError(f"{args.map} was fitted on another item bank ({pmap.bank}, this data dir's is "
+                         f"{data.bank.fingerprint()}); fit a map on this data dir's items")
+    with created_dirs(args.out):
+        out = writable_out(args.out, args.overwrite)
+        model, _ = load_model(args.model, dtype=args.dtype)
+        pmap.signature.check(model)  # a map for another model: a clear error before anything is written
+        t = time.perf_counter()
+        vector = pmap.vector(subject)
+        seconds = time.perf_counter() - t
+        path = vector.save(out, overwrite=args.overwrite)
+    print(f"{vector}\nsaved to {path}: made from the map ({pmap.setting}, {pmap.people} people) in "
+          f"{seconds * 1000:.1f} ms (gated layer {pmap.layer}, gain {pmap.gain:g}, shift {pmap.shift:g})")
     return 0
 
 

@@ -60,6 +60,58 @@ def add_parsers(sub: Subparsers) -> None:
     add_threads_arg(p)
     p.set_defaults(func=cmd_align_population)
 
+    p = sub.add_parser("population-map", help="fit a population map (pas-population): how known answers map to what "
+                                              "a person's gates predict, learned across every person of a data dir")
+    add_data_args(p, subjects=False)
+    add_model_args(p)
+    p.add_argument("--people-source", metavar="SOURCE", help="where the people are, as for align-population")
+    p.add_argument("--first", type=int, help="learn from the first N people only")
+    p.add_argument("--setting", choices=["short", "full"], default="short",
+                   help="short: learn from the people's short-form answers only (default); full: all 300")
+    p.add_argument("--layer", type=int, default=-1, help="the gated layer (default -1: the last)")
+    p.add_argument("--components", type=int, help="statement components per head (default: chosen by "
+                                                  "cross-validation on the first people)")
+    p.add_argument("--ridge", type=float, help="ridge strength (default: chosen with --components)")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad rows instead of stopping at the first one")
+    p.add_argument("--out", required=True, help="the map file (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_threads_arg(p)
+    p.set_defaults(func=cmd_population_map)
+
+
+def cmd_population_map(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from pas.core.models import load_model
+    from pas.population.informed import fit_map_from_source
+    from pas.score.scorer import ItemScorer
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; give --overwrite to replace it")
+    if args.first is not None and args.first < 2:
+        raise UsageError(f"--first must be >= 2 (a map learns across people), got {args.first}")
+    source = open_people(args.data_dir, args.people_source, encoding=args.encoding)
+    model, tok = load_model(args.model, dtype=args.dtype)
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def progress(people: int) -> None:
+        if time.perf_counter() - last[0] > 5:
+            last[0] = time.perf_counter()
+            print(f"  {people:,} people read ({people / (last[0] - t0):,.0f}/s)", file=sys.stderr, flush=True)
+
+    pmap = fit_map_from_source(ItemScorer(model, tok, source.bank), source, args.setting, first=args.first,
+                               skip_bad=args.skip_bad, progress=progress, layer=args.layer,
+                               components=args.components, ridge=args.ridge)
+    pmap.save(out)
+    label = "SYNTHETIC" if source.synthetic else "real"
+    print(f"population map of {pmap.people:,} {label} people of {source.origin} ({pmap.setting}): layer {pmap.layer}, "
+          f"{pmap.components} components, ridge {pmap.ridge:g}, gain {pmap.gain:g}, shift {pmap.shift:g}; "
+          f"{time.perf_counter() - t0:.1f} s; saved to {out}")
+    return 0
+
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from pas.population.synth_write import write_synthetic

@@ -219,6 +219,28 @@ def _fit_settings(key: str, config_for: ConfigFor) -> SettingsFn:
     return settings
 
 
+def _population(setting: str) -> MethodFn:
+    def method(ctx: MethodContext, subject: Subject) -> Prediction:
+        import time
+
+        from pas.population.informed import cross_fitted_map
+
+        if ctx.scorer is None:
+            raise ValueError("this method needs a model")
+        t0 = time.perf_counter()
+        pmap = cross_fitted_map(ctx.scorer, ctx.population, subject, setting)
+        t1 = time.perf_counter()
+        vector = pmap.vector(subject)  # closed form: the person's only cost
+        fit_seconds = time.perf_counter() - t1
+        pred = _llm(ctx, _no_system, vector)
+        pred.fit_seconds = fit_seconds
+        pred.info.update({"map_seconds": t1 - t0, "gain": pmap.gain, "shift": pmap.shift, "layer": pmap.layer,
+                          "map_people": pmap.people, "map_setting": setting})
+        return pred
+
+    return method
+
+
 def _dpo_settings(ctx: MethodContext, subject: Subject) -> Mapping[str, Any]:
     from pas.eval.dpo import DPOSettings
 
@@ -287,6 +309,12 @@ _REGISTRY = (
     _pas_method("pas-gated", _gated, vector_kind="pas-gated", key="gated_config",
                 doc="Gated per-head offsets that follow each statement (a readout of the heads as gates); "
                     "see pas.fit.gated."),
+    _llm_method("pas-population", _population("short"),
+                "Gates from a map fitted across the other people's short-form answers (cross-fitted): the person's "
+                "vector in closed form from their answers; see pas.population.informed.", uses_population=True),
+    _llm_method("pas-population-full", _population("full"),
+                "pas-population with the map fitted on the other people's answers to all 300 statements.",
+                uses_population=True),
     _llm_method("dpo", dpo, settings=_dpo_settings),
     Method("always-3", always_3, _first_line(always_3)),
     Method("population-median", population_median, _first_line(population_median), uses_population=True),

@@ -32,6 +32,8 @@ from pas.steer.hooks import record_head_outputs
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from pas.steer.vector import SteeringVector
+
 POSITIVE, NEGATIVE = LETTERS[0], LETTERS[-1]  # "Very Accurate" / "Very Inaccurate"
 
 
@@ -152,22 +154,26 @@ class AnswerStates:
 ANSWER_STATES: ScorerCache[tuple[int, ...], AnswerStates] = ScorerCache("answer states")
 
 
-def answer_states(scorer: ItemScorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
-    """States at the answer position of items ``ids`` under ``scorer``'s prompt; remembered when there is no
-    system prompt (then they are the same for every person)."""
-    if system is not None:
-        return _answer_states(scorer, ids, system)
+def answer_states(scorer: ItemScorer, ids: Sequence[int], system: str | None = None,
+                  steering: SteeringVector | None = None) -> AnswerStates:
+    """States at the answer position of items ``ids`` under ``scorer``'s prompt (and ``steering``, applied at
+    the answer position); remembered when there is neither system prompt nor steering (then they are the same
+    for every person)."""
+    if system is not None or steering is not None:
+        return _answer_states(scorer, ids, system, steering)
     return ANSWER_STATES.get(scorer, tuple(ids), lambda: _answer_states(scorer, ids))
 
 
 @torch.no_grad()
-def _answer_states(scorer: ItemScorer, ids: Sequence[int], system: str | None = None) -> AnswerStates:
+def _answer_states(scorer: ItemScorer, ids: Sequence[int], system: str | None = None,
+                   steering: SteeringVector | None = None) -> AnswerStates:
     from pas.score.scorer import new_cache
+    from pas.steer.position import steer
 
     model = scorer.model
     enc = scorer.encode(ids, system)
     residual, heads, order = [], [], []
-    with record_head_outputs(model) as recorded:
+    with steer(model, steering, "answer"), record_head_outputs(model) as recorded:
         for b in enc.batches:
             out = model(b.last_ids, attention_mask=b.mask, position_ids=b.positions,
                         past_key_values=new_cache(model, b.full_kv()), use_cache=True, logits_to_keep=1,
