@@ -128,7 +128,7 @@ def test_cross_fitting_never_sees_the_person(planted_map, papi):
     form (their test answers) leaves their vector bit-identical; their known answers are all it reads."""
     scorer, people, _ = planted_map
     person = people[0]
-    kw = {"components": 4, "ridge": 10.0}
+    kw = {"components": 4, "ridge": 10.0, "gain": 2.0, "shift": 0.0}  # choose_gain reads only the others: skipped
     a = cross_fitted_map(scorer, people, person, "full", **kw)
     assert person.case in a.excluded and a.people == sum(person_fold(s.case) != person_fold(person.case)
                                                          for s in people)
@@ -145,7 +145,8 @@ def test_cross_fitting_never_sees_the_person(planted_map, papi):
     assert torch.equal(va.gates.weights, vb.gates.weights) and torch.equal(va.gates.bias, vb.gates.bias)
 
 
-def test_cli_fits_a_map_and_aligns_a_person_from_it(data_dir, papi, tiny_llama, tokenizer, monkeypatch, tmp_path, capsys):
+def test_cli_fits_a_map_and_aligns_a_person_from_it(data_dir, papi, tiny_llama, tokenizer, monkeypatch, tmp_path,
+                                                    capsys):
     import pas.core.models
     from pas.cli.main import main
     from pas.steer.vector import SteeringVector

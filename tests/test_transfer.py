@@ -23,7 +23,7 @@ def test_reworded_sets_are_balanced_new_statements(papi):
     assert set(sets) == {"paraphrase", "negation"}
     known = {_norm(it.text) for it in papi.bank.items}
     by_id = papi.bank.by_id
-    for kind, s in sets.items():
+    for s in sets.values():
         assert len(s.ids) >= 60
         originals = list(s.source.values())
         assert set(originals) <= set(papi.bank.test_ids)  # rewording of held-out items only

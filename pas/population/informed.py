@@ -17,11 +17,14 @@ answered the test statements; ``"full"``: all 300). A known statement is learned
 will be used, *without the person's own answer to it*: the known items are split in
 :data:`ITEM_FOLDS` folds and each fold's targets are predicted from ``a_p`` with that fold zeroed.
 
-A new person's vector is then a closed-form function of their answers (:meth:`PopulationMap.readout`):
-``B^T a_p`` is a readout of the statement's state, which becomes the gates of a gated vector
-(:mod:`pas.fit.gated`'s pushes: a letter tilt on the gated layer, the answer-preference correction below it).
-The gates' gain and shift are chosen once for the population, on the map's own people's known answers
-(out of item fold), from the model's response curve to a tilt (:func:`choose_gain`): no per-person search.
+A new person's vector is then a closed-form function of their answers (:meth:`PopulationMap.vector`):
+one map per head of the gated layer (:class:`pas.population.bilinear.HeadMaps`), so each head's readout
+``B_h^T a_p`` predicts the whole answer and becomes that head's gate, as in pas-gated
+(:mod:`pas.fit.gated`'s pushes: a letter tilt on the gated layer, the answer-preference correction below
+it). The statements' states are read with that correction on, as the gates will read them. The map's
+shape (components, ridge) is chosen by cross-validation across its own people, and the gates' gain and
+shift on its own people's known answers, out of item fold, with the steered model (:func:`choose_gain`):
+nothing is searched per person.
 """
 
 from __future__ import annotations
@@ -202,11 +205,11 @@ CORRECTED_STATES: ScorerCache[tuple, np.ndarray] = ScorerCache("statement states
 
 def fit_map(scorer: ItemScorer, people: Sequence[Subject] | AnswerStats, setting: str = "short", *,
             layer: int = DEFAULT_LAYER, components: int | None = None, ridge: float | None = None,
-            choose: Sequence[Subject] = (), excluded: Sequence[str] = (), population: str | None = None
-            ) -> PopulationMap:
+            choose: Sequence[Subject] = (), excluded: Sequence[str] = (), population: str | None = None,
+            gain: float | None = None, shift: float | None = None) -> PopulationMap:
     """Fit the map on ``people`` (or their :class:`AnswerStats`). Its shape (components, ridge), where not given,
     is chosen by cross-validation across ``choose``; its gain and shift on ``choose``'s known answers (the
-    map's own people, a sample; none: components and ridge must be given, gain 2 and shift 0)."""
+    map's own people, a sample; none: components and ridge must be given, gain 2 and shift 0), unless given."""
     from pas.fit.gated import calibrations, pushes
     from pas.steer.signature import ModelSignature
 
@@ -230,10 +233,10 @@ def fit_map(scorer: ItemScorer, people: Sequence[Subject] | AnswerStats, setting
     pmap = PopulationMap(layer, tuple(stats.known_ids), maps, tilt, correction, ModelSignature.of(scorer.model),
                          setting, ridge, people=stats.people, bank=bank.fingerprint(), population=population,
                          excluded=tuple(excluded))
-    if choose:
+    if gain is None and shift is None and choose:
         gain, shift = choose_gain(scorer, pmap, choose[:GAIN_PEOPLE])
-        pmap = dataclasses.replace(pmap, gain=gain, shift=shift)
-    return pmap
+    return dataclasses.replace(pmap, gain=pmap.gain if gain is None else gain,
+                               shift=pmap.shift if shift is None else shift)
 
 
 def choose_gain(scorer: ItemScorer, pmap: PopulationMap, people: Sequence[Subject],
