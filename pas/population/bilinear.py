@@ -68,6 +68,12 @@ class AnswerStats:
         m = 1 + len(known_ids)
         return cls(tuple(known_ids), tuple(target_ids), np.zeros((m, m)), np.zeros((m, len(target_ids))))
 
+    def only(self, targets: Sequence[int]) -> AnswerStats:
+        """The same sums with only ``targets`` as targets (a subset of these)."""
+        where = {i: n for n, i in enumerate(self.target_ids)}
+        return AnswerStats(self.known_ids, tuple(targets), self.ata, self.aty[:, [where[i] for i in targets]],
+                           self.people)
+
     def add(self, people: Iterable[Subject]) -> AnswerStats:
         a, y = design(people, self.known_ids, self.target_ids)
         self.ata += a.T @ a
@@ -203,10 +209,13 @@ SHAPE_FOLDS = 3
 def select_shape(people: Sequence[Subject], x: np.ndarray, bank: ItemBank, setting: str,
                  components: Sequence[int] = COMPONENTS_GRID, ridges: Sequence[float] = RIDGE_GRID,
                  folds: int = SHAPE_FOLDS) -> tuple[int, float, dict[str, float]]:
-    """``(components, ridge, errors)`` chosen by cross-validation across ``people`` (the map's own people):
-    fitted on the others, each held-out person's answers the map may learn from are predicted as they will
-    be used: known items out of item fold, and (``full``) the other statements from all known answers.
+    """``(components, ridge, errors)`` chosen by cross-validation across ``people`` (the map's own people),
+    predicting held-out people's answers as the map will be used: with ``short``, statements the map never
+    learned (each fold of known items left out of its targets in turn);
+    with ``full``, known items out of item fold and the other statements from all known answers.
     ``x [statements, H, D]`` in ``bank``'s item order."""
+    if setting == "short":
+        return _select_on_unseen_statements(people, x, bank, components, ridges, folds)
     targets = target_ids(bank, setting)
     where = {it.id: n for n, it in enumerate(bank.items)}
     known = list(bank.train_ids)
@@ -229,5 +238,38 @@ def select_shape(people: Sequence[Subject], x: np.ndarray, bank: ItemBank, setti
                     pred = np.hstack([pred, maps.predict(a, x[[where[i] for i in others]])])
                 total += domain_error(pred, truth[part == f], domains) * len(a)
             errors[(k, ridge)] = total / len(people)
+    best = min(errors, key=lambda key: (errors[key], key))
+    return best[0], best[1], {f"{k}/{ridge:g}": e for (k, ridge), e in errors.items()}
+
+
+def _select_on_unseen_statements(people: Sequence[Subject], x: np.ndarray, bank: ItemBank,
+                                 components: Sequence[int], ridges: Sequence[float],
+                                 folds: int) -> tuple[int, float, dict[str, float]]:
+    """The short-form choice: fitted on two thirds of ``people`` with one fold of known statements left out of
+    the targets, the held-out people's answers to those statements predicted (their own answers to that fold
+    zeroed), for every fold: how well the map carries to statements it never learned."""
+    where = {it.id: n for n, it in enumerate(bank.items)}
+    known = list(bank.train_ids)
+    held = np.arange(len(people)) % folds == 0
+    train = [s for s, h in zip(people, held, strict=True) if not h]
+    stats = AnswerStats.empty(known, known).add(train)
+    a_all, _ = design(people, known, ())
+    a_held = a_all[held]
+    truth = np.array([[s.responses.get(i, np.nan) for i in known] for s, h in zip(people, held, strict=True) if h],
+                     dtype=np.float64)
+    domains = [bank.by_id[i].domain for i in known]
+    item_fold = item_folds(known)
+    errors: dict[tuple[int, float], float] = {}
+    for k in components:
+        for ridge in ridges:
+            pred = np.empty((int(held.sum()), len(known)))
+            for g in np.unique(item_fold):
+                cols = np.flatnonzero(item_fold == g)
+                kept = [known[c] for c in np.flatnonzero(item_fold != g)]
+                maps = HeadMaps.fit(stats.only(kept), x, [where[i] for i in kept], k, ridge)
+                a = a_held.copy()
+                a[:, 1 + cols] = 0.0
+                pred[:, cols] = maps.predict(a, x[[where[known[c]] for c in cols]])
+            errors[(k, ridge)] = domain_error(pred, truth, domains)
     best = min(errors, key=lambda key: (errors[key], key))
     return best[0], best[1], {f"{k}/{ridge:g}": e for (k, ridge), e in errors.items()}

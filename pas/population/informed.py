@@ -234,16 +234,24 @@ def fit_map(scorer: ItemScorer, people: Sequence[Subject] | AnswerStats, setting
                          setting, ridge, people=stats.people, bank=bank.fingerprint(), population=population,
                          excluded=tuple(excluded))
     if gain is None and shift is None and choose:
-        gain, shift = choose_gain(scorer, pmap, choose[:GAIN_PEOPLE])
+        folds = item_folds(stats.known_ids)
+        unseen = []  # per item fold, the map that never learned those statements
+        for g in np.unique(folds):
+            left_out = {stats.known_ids[c] for c in np.flatnonzero(folds == g)}
+            kept = [t for t in stats.target_ids if t not in left_out]
+            unseen.append(HeadMaps.fit(stats.only(kept), x, [where[i] for i in kept], components, ridge))
+        gain, shift = choose_gain(scorer, pmap, choose[:GAIN_PEOPLE], unseen)
     return dataclasses.replace(pmap, gain=pmap.gain if gain is None else gain,
                                shift=pmap.shift if shift is None else shift)
 
 
 def choose_gain(scorer: ItemScorer, pmap: PopulationMap, people: Sequence[Subject],
-                gains: Sequence[float] = GAINS, shifts: Sequence[float] = SHIFTS) -> tuple[float, float]:
+                unseen: Sequence[HeadMaps] | None = None, gains: Sequence[float] = GAINS,
+                shifts: Sequence[float] = SHIFTS) -> tuple[float, float]:
     """The (gain, shift) whose steered answers best match ``people``'s known answers by the one validation objective
-    averaged over them. Each known item is answered by the steered model with the person's vector made without
-    that item's fold of answers (as the map was fitted): the map's own people, never the person it is used for."""
+    averaged over them: the map's own people, never the person it is used for. Each known item is answered by
+    the steered model with the person's vector made without that item's fold of answers, and (``unseen``, one
+    per item fold) by a map that never learned those statements, as the test statements will be met."""
     from pas.score.many import encoded_logits_many
     from pas.score.scorer import keep_trunk, to_distribution
 
@@ -260,7 +268,8 @@ def choose_gain(scorer: ItemScorer, pmap: PopulationMap, people: Sequence[Subjec
             for c in cols:
                 masked.pop(ids[c], None)
             stand_in = dataclasses.replace(person, responses=masked)
-            vectors = [pmap.vector(stand_in, g, s) for g, s in grid]
+            fold_map = pmap if unseen is None else dataclasses.replace(pmap, maps=unseen[int(f)])
+            vectors = [fold_map.vector(stand_in, g, s) for g, s in grid]
             logits[:, torch.as_tensor(cols)] = encoded_logits_many(scorer.model, full.select(cols.tolist()),
                                                                    scorer.letter_ids, vectors)
         for k in range(len(grid)):
