@@ -154,7 +154,7 @@ def test_cli_fits_a_map_and_aligns_a_person_from_it(data_dir, papi, tiny_llama, 
     monkeypatch.setattr(pas.core.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
     out = tmp_path / "map.safetensors"
     argv = ["population-map", "--data-dir", str(data_dir), "--first", "40", "--components", "4", "--ridge", "10",
-            "--out", str(out)]
+            "--gain", "2", "--shift", "0", "--out", str(out)]
     assert main(argv) == 0
     said = capsys.readouterr().out
     assert "population map of 40 real people" in said and out.exists()
@@ -170,3 +170,14 @@ def test_cli_fits_a_map_and_aligns_a_person_from_it(data_dir, papi, tiny_llama, 
     assert torch.equal(v.gates.weights, PopulationMap.load(out).vector(person).gates.weights)
     assert main(["align", "--data-dir", str(data_dir), "--subject", "172481", "--kind", "population",
                  "--out", str(tmp_path / "w.safetensors")]) == 2  # --map missing: said, nothing made
+
+
+def test_gain_is_chosen_on_the_maps_own_people(planted_map):
+    """choose_gain steers the model with each person's out-of-fold vectors and keeps the best (gain, shift) of
+    its grid; a grid of one is returned as it is."""
+    from pas.population.informed import choose_gain
+
+    scorer, people, pmap = planted_map
+    assert choose_gain(scorer, pmap, people[:2], gains=(1.5,), shifts=(0.5,)) == (1.5, 0.5)
+    gain, shift = choose_gain(scorer, pmap, people[:2], gains=(0.0, 2.0), shifts=(0.0,))
+    assert (gain, shift) in {(0.0, 0.0), (2.0, 0.0)}

@@ -72,6 +72,9 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--components", type=int, help="statement components per head (default: chosen by "
                                                   "cross-validation on the first people)")
     p.add_argument("--ridge", type=float, help="ridge strength (default: chosen with --components)")
+    p.add_argument("--gain", type=float, help="the gates' gain (default: chosen with --shift on the first people's "
+                                              "known answers, with the steered model)")
+    p.add_argument("--shift", type=float, help="the gates' shift (default: chosen with --gain)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows instead of stopping at the first one")
     p.add_argument("--out", required=True, help="the map file (.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -104,7 +107,7 @@ def cmd_population_map(args: argparse.Namespace) -> int:
 
     pmap = fit_map_from_source(ItemScorer(model, tok, source.bank), source, args.setting, first=args.first,
                                skip_bad=args.skip_bad, progress=progress, layer=args.layer,
-                               components=args.components, ridge=args.ridge)
+                               components=args.components, ridge=args.ridge, gain=args.gain, shift=args.shift)
     pmap.save(out)
     label = "SYNTHETIC" if source.synthetic else "real"
     print(f"population map of {pmap.people:,} {label} people of {source.origin} ({pmap.setting}): layer {pmap.layer}, "
