@@ -142,7 +142,8 @@ def test_one_registry_holds_every_fact():
     assert {n for n, m in METHODS.items() if m.needs_model} == llm | {"readout"}
     assert {n: m.vector_kind for n, m in METHODS.items() if m.takes_vector} == {
         "pas": "pas", "pas-learned": "pas-learned", "pas+few-shot": "pas", "pas-gated": "pas-gated"}
-    assert {n for n, m in METHODS.items() if m.uses_population} == {"population-median", "ridge"}
+    assert {n for n, m in METHODS.items() if m.uses_population} == {"population-median", "ridge", "pas-population",
+                                                                     "pas-population-full"}
     assert all(m.name == n and m.doc and isinstance(m, Method) for n, m in METHODS.items())
     with pytest.raises(ValueError, match="needs a model"):
         Method("odd", always_3, "d", is_llm=True)
