@@ -94,7 +94,7 @@ class Header:
                 raise StoreError(f"{path}: store format version {meta.get('format_version')!r}, this pas "
                                  f"(version {__version__}) reads {FORMAT_VERSION}; use the pas that wrote it")
             sig = meta["signature"]
-            signature = ModelSignature(**{**sig, "weights_sample": tuple(sig.get("weights_sample", ()))})
+            signature = ModelSignature.from_json(sig)
             return cls(str(meta["store_id"]), int(meta["shard_size"]), signature,
                        StoreProvenance(**meta["provenance"]))
         except StoreError:

@@ -51,11 +51,12 @@ from pas.population.bilinear import (
 )
 from pas.score.cache import ScorerCache
 from pas.score.metric import objective
+from pas.steer.gates import Gates
+from pas.steer.signature import ModelSignature
 
 if TYPE_CHECKING:
     from pas.population.source import PeopleSource
     from pas.score.scorer import ItemScorer
-    from pas.steer.signature import ModelSignature
     from pas.steer.vector import SteeringVector
 
 DEFAULT_LAYER = -1  # the gated layer (the last, as pas-gated), whose head outputs describe a statement
@@ -116,7 +117,7 @@ class PopulationMap:
                                 config={"setting": self.setting, "layer": self.layer, "gain": gain, "shift": shift,
                                         "ridge": self.ridge, "components": self.components, "people": self.people,
                                         "population": self.population})
-        return SteeringVector(offsets, self.signature, _gates(weights, bias), "last", provenance)
+        return SteeringVector(offsets, self.signature, Gates(weights, bias), "last", provenance)
 
     def save(self, path: str | Path) -> Path:
         """A safetensors file: the tensors, and the rest as JSON metadata (validated by :meth:`load`)."""
@@ -155,25 +156,13 @@ class PopulationMap:
         bases = tuple(StatementBasis(mu, sc, c) for mu, sc, c in zip(arr["mean"], arr["scale"], arr["components"],
                                                                       strict=True))
         out = cls(int(m["layer"]), tuple(m["known_ids"]), HeadMaps(bases, arr["coefs"]), tensors["tilt"].float(),
-                  tensors["correction"].float(), _signature(m["signature"]), m["setting"], float(m["ridge"]),
-                  float(m["gain"]), float(m["shift"]), int(m["people"]), m["bank"], m["population"],
-                  tuple(m["excluded"]))
+                  tensors["correction"].float(), ModelSignature.from_json(m["signature"]), m["setting"],
+                  float(m["ridge"]), float(m["gain"]), float(m["shift"]), int(m["people"]), m["bank"],
+                  m["population"], tuple(m["excluded"]))
         if out.maps.coefs.shape[1] != 1 + len(out.known_ids) or len(bases) != out.signature.shape[1]:
             raise ValueError(f"{path}: coefficients of shape {out.maps.coefs.shape} do not fit {len(out.known_ids)} "
                              f"known items and {out.signature.shape[1]} heads; the file is damaged")
         return out
-
-
-def _signature(fields: Mapping[str, Any]) -> ModelSignature:
-    from pas.steer.signature import ModelSignature
-
-    return ModelSignature(**{**fields, "weights_sample": tuple(fields.get("weights_sample", ()))})
-
-
-def _gates(weights: torch.Tensor, bias: torch.Tensor) -> Any:
-    from pas.steer.gates import Gates
-
-    return Gates(weights, bias)
 
 
 def statement_states(scorer: ItemScorer, layer: int, correction: torch.Tensor | None = None,
@@ -190,8 +179,6 @@ def statement_states(scorer: ItemScorer, layer: int, correction: torch.Tensor | 
     key = (layer, ids, correction.numpy().tobytes())
 
     def corrected() -> np.ndarray:
-        from pas.steer.signature import ModelSignature
-
         offsets = torch.zeros(ModelSignature.of(scorer.model).shape)
         offsets[layer - 1] = correction
         vector = SteeringVector.for_model(scorer.model, offsets)
@@ -211,7 +198,6 @@ def fit_map(scorer: ItemScorer, people: Sequence[Subject] | AnswerStats, setting
     is chosen by cross-validation across ``choose``; its gain and shift on ``choose``'s known answers (the
     map's own people, a sample; none: components and ridge must be given, gain 2 and shift 0), unless given."""
     from pas.fit.gated import calibrations, pushes
-    from pas.steer.signature import ModelSignature
 
     bank = scorer.bank
     layer = layer % ModelSignature.of(scorer.model).shape[0]

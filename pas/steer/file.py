@@ -154,7 +154,7 @@ def load(path: str | os.PathLike[str]) -> SteeringVector:
     if missing:
         raise SteeringFileError(f"{path}: metadata lacks {missing}")
     try:
-        signature = ModelSignature(**{**sig, "weights_sample": tuple(sig.get("weights_sample", ()))})
+        signature = ModelSignature.from_json(sig)
         provenance = _provenance(Provenance, prov)
         gates = None
         if "gate_weights" in found or "gate_bias" in found:

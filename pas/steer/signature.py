@@ -8,8 +8,9 @@ nothing on a random model of the same shape.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pas.core.arch import ModelLayout, layout
 from pas.core.models import model_name, same_weights, weights_digest, weights_sample
@@ -40,6 +41,11 @@ class ModelSignature:
         lay = layout(model)
         return cls(model_name(model), lay.model_type, lay.fingerprint, lay.n_layers, lay.n_heads, lay.head_dim,
                    lay.hidden_size, weights_sample(model))
+
+    @classmethod
+    def from_json(cls, fields: Mapping[str, Any]) -> ModelSignature:
+        """The signature from its fields as a file's JSON metadata holds them (a list back into a tuple)."""
+        return cls(**{**fields, "weights_sample": tuple(fields.get("weights_sample", ()))})
 
     @property
     def shape(self) -> tuple[int, int, int]:
