@@ -29,7 +29,7 @@ def test_yardsticks_ignore_the_subjects_own_answers(ctx, papi):
 
 
 def test_ridge_beats_always_3(ctx, papi):
-    subjects = papi.subjects[:10]
+    subjects = papi.subjects[:4]
     recs = run_methods(ctx, subjects, ["ridge", "always-3"], progress=False)
     r, a = (np.mean([x.composite for x in recs[m]]) for m in ("ridge", "always-3"))
     assert r < a
