@@ -4,8 +4,8 @@
 
 ``MAP`` is a population map (``pas population-map ... --out MAP``). For the first ``--people`` people of the
 data dir: the seconds to make each one's vector from the map (closed form; target <= 50 ms), and for the
-first five of them the steered/base perplexity of the base model's neutral replies at strength 1 and the
-chat strength (the largest strength within 1.3x; pas.steer.fluency). The scores themselves come from
+first ``--fluency-people`` (5) of them the steered/base perplexity of the base model's neutral replies at
+strength 1 and the chat strength (the largest strength within 1.3x; pas.steer.fluency). The scores themselves come from
 ``pas eval --method pas-population --transfer`` (docs/population-informed.md).
 """
 
@@ -29,6 +29,8 @@ def main() -> None:
     p.add_argument("--map", required=True, help="a population map file (pas population-map)")
     p.add_argument("--data-dir", help="the people (default: $PAPI_DATA_DIR, else ./papi or ../shared/papi)")
     p.add_argument("--people", type=int, default=20, help="people to time (default 20)")
+    p.add_argument("--fluency-people", type=int, default=FLUENCY_PEOPLE,
+                   help=f"of them, people whose chat strength is searched (default {FLUENCY_PEOPLE}; ~1-2 min each)")
     add_run_args(p)
     args = p.parse_args()
     apply_threads(args)
@@ -45,7 +47,7 @@ def main() -> None:
     model, tok = load_model()
     pmap.signature.check(model)
     fluency = []
-    for s, v in zip(people[:FLUENCY_PEOPLE], vectors, strict=False):
+    for s, v in zip(people[: args.fluency_people], vectors, strict=False):
         strength, ratios = chat_strength(model, tok, v)
         fluency.append({"case": s.case, "ratio_at_1": perplexity_ratio(model, tok, v), "chat_strength": strength,
                         "ratios": ratios})
