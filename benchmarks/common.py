@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -11,6 +12,20 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--json``."""
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", help="also write the results here")
+
+
+def add_data_model_args(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--model``: the people and the model a benchmark runs on."""
+    parser.add_argument("--data-dir", help="PAPI data directory (default: $PAPI_DATA_DIR, ./papi, ../shared/papi)")
+    parser.add_argument("--model", help="model (default: embedded SmolLM2-135M-Instruct)")
+
+
+def run_and_finish(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], dict]) -> None:
+    """``--threads`` and ``--json`` added, the arguments parsed, threads set, ``run(args)`` printed (and written)."""
+    add_run_args(parser)
+    args = parser.parse_args()
+    apply_threads(args)
+    finish(args, run(args))
 
 
 def apply_threads(args: argparse.Namespace) -> None:

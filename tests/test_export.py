@@ -128,3 +128,41 @@ def test_cli_export_and_import(tiny_llama, tokenizer, tmp_path, monkeypatch, cap
     torch.testing.assert_close(back.offsets, vector.offsets, atol=1e-5, rtol=1e-4)
     assert main(["export", "--out", str(tmp_path / "none.gguf")]) == 2
     assert "nothing to export" in capsys.readouterr().err
+
+
+def test_calibrated_scale_is_where_the_emulation_best_follows_pas(tiny_llama, tokenizer, papi):
+    from pas.export.calibrate import choose_export_scale
+    from pas.score.scorer import ItemScorer, score_texts
+
+    scorer = ItemScorer(tiny_llama, tokenizer, papi.bank)
+    ids = list(papi.bank.train_ids)[:8]
+    vector = _constant(tiny_llama, layers=(1, 2)) * 4.0  # steers the answer position only ("last")
+    choice = choose_export_scale(vector, scorer, ids=ids, scales=(1.0, 0.25, 0.0625))
+    assert choice.statements == 8 and set(choice.gaps) == {1.0, 0.25, 0.0625}
+    base = scorer.score(ids).expected
+    own = scorer.score(ids, steering=vector).expected - base
+    for scale, gap in choice.gaps.items():  # each gap is the emulated shift's distance from pas's own, measured
+        cv = to_control_vector(vector, tiny_llama, scale=scale)
+        with add_block_outputs(tiny_llama, cv.residual(3)):
+            emulated = score_texts(tiny_llama, tokenizer, scorer.texts(ids), letter_ids=scorer.letter_ids).expected
+        assert gap == pytest.approx(float(np.abs(emulated - base - own).mean()), abs=1e-5)
+    assert choice.gaps[choice.scale] == min(choice.gaps.values())
+    with pytest.raises(ValueError, match="positive"):
+        choose_export_scale(vector, scorer, ids=ids, scales=(0.0,))
+
+
+def test_cli_export_calibrate(tiny_llama, tokenizer, tmp_path, monkeypatch, capsys):
+    from gguf import GGUFReader
+
+    from pas.export.calibrate import SCALES
+
+    monkeypatch.setattr(pas.core.models, "load_model", lambda *a, **k: (tiny_llama, tokenizer))
+    _constant(tiny_llama).save(tmp_path / "v.safetensors")
+    out = tmp_path / "v.gguf"
+    assert main(["export", str(tmp_path / "v.safetensors"), "--calibrate", "--scale", "0.5", "--out", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "v.safetensors"), "--calibrate", "--out", str(out)]) == 0
+    assert "calibrated: scale" in capsys.readouterr().err
+    fields = GGUFReader(str(out)).fields
+    assert float(fields["pas.scale"].contents()) in SCALES
+    assert "short-form statements" in fields["pas.scale_choice"].contents()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 from pas.cli.args import (
     Subparsers,
@@ -18,6 +20,11 @@ from pas.cli.args import (
 )
 from pas.cli.sources import vector_from_args
 from pas.export.llamacpp import DEFAULT_MAPPING, MAPPINGS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pas.steer.vector import SteeringVector
 
 FORMATS = ("llama.cpp",)
 
@@ -35,6 +42,11 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply the offsets by this before writing (default 1: as the vector was learned; "
                         "llama.cpp's --control-vector-scaled scales again at load)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose the scale by measurement instead: the one at which llama.cpp's placement (every "
+                        "position, after the block; emulated in torch) moves the answers to 40 short-form "
+                        "statements as pas's own steering does (reads the data dir's statements, no answers; "
+                        "about 1.5 minutes on a 2-core CPU). Needed for vectors fitted for the answer position only")
     add_model_args(p)
     add_data_args(p, subjects=False)
     add_threads_arg(p)
@@ -74,14 +86,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, tok = load_model(args.model, dtype=args.dtype)
     vector, _ = vector_from_args(args, spec, model, tok)
     assert vector is not None  # a source was given
-    cv = to_control_vector(vector, model, mapping=args.mapping, scale=args.scale)  # refuses a gated vector
+    scale, chosen = args.scale, None
+    if args.calibrate:
+        scale, chosen = _calibrated_scale(args, vector, model, tok)
+    cv = to_control_vector(vector, model, mapping=args.mapping, scale=scale)  # refuses a gated vector
+    if chosen is not None:
+        cv = dataclasses.replace(cv, metadata={**cv.metadata, "pas.scale_choice": chosen})
     with created_dirs(args.out):
         out = write_control_vector(cv, writable_out(args.out, args.overwrite), overwrite=args.overwrite)
+    if vector.positions == "last" and chosen is None:
+        print("note: this vector was fitted for the answer position only; llama.cpp adds it at every position, "
+              "where at its fitted size it can push every answer to one end (docs/export.md). --calibrate picks a "
+              "scale by measurement; a vector fitted for every position (pas align --positions all --learn false) "
+              "needs none.", file=sys.stderr)
     layers = sorted(cv.directions)
     print(f"wrote {out}: a llama.cpp control vector for {cv.model_hint} ({len(layers)} layer(s): "
           f"{', '.join(map(str, layers))}; width {cv.width}; mapping {args.mapping!r}: {cv.metadata['pas.placement']})."
           f"\nUse: llama-cli -m MODEL.gguf --control-vector {out}", file=sys.stderr)
     return 0
+
+
+def _calibrated_scale(args: argparse.Namespace, vector: SteeringVector, model: PreTrainedModel,
+                      tok: PreTrainedTokenizerBase) -> tuple[float, str]:
+    """``--calibrate``: the scale :func:`pas.export.calibrate.choose_export_scale` picks, and its account."""
+    from pas.core.data import load_papi
+    from pas.export.calibrate import choose_export_scale
+    from pas.export.llamacpp import to_control_vector
+    from pas.score.scorer import ItemScorer
+
+    if args.scale != 1.0:
+        raise UsageError("give --scale or --calibrate, not both")
+    to_control_vector(vector, model)  # a gated vector is refused before a minute of scoring
+    bank = load_papi(args.data_dir, encoding=args.encoding).bank
+    choice = choose_export_scale(vector, ItemScorer(model, tok, bank), mapping=args.mapping)
+    print(f"calibrated: {choice.describe()}", file=sys.stderr)
+    return choice.scale, choice.describe()
 
 
 def cmd_import(args: argparse.Namespace) -> int:
