@@ -6,7 +6,7 @@ standardised principal components; see :mod:`pas.population.informed` for how it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,8 +238,7 @@ def select_shape(people: Sequence[Subject], x: np.ndarray, bank: ItemBank, setti
                     pred = np.hstack([pred, maps.predict(a, x[[where[i] for i in others]])])
                 total += domain_error(pred, truth[part == f], domains) * len(a)
             errors[(k, ridge)] = total / len(people)
-    best = min(errors, key=lambda key: (errors[key], key))
-    return best[0], best[1], {f"{k}/{ridge:g}": e for (k, ridge), e in errors.items()}
+    return _best(errors)
 
 
 def _select_on_unseen_statements(people: Sequence[Subject], x: np.ndarray, bank: ItemBank,
@@ -263,13 +262,30 @@ def _select_on_unseen_statements(people: Sequence[Subject], x: np.ndarray, bank:
     for k in components:
         for ridge in ridges:
             pred = np.empty((int(held.sum()), len(known)))
-            for g in np.unique(item_fold):
+            for g, maps in enumerate(unseen_fold_maps(stats, x, where, k, ridge)):
                 cols = np.flatnonzero(item_fold == g)
-                kept = [known[c] for c in np.flatnonzero(item_fold != g)]
-                maps = HeadMaps.fit(stats.only(kept), x, [where[i] for i in kept], k, ridge)
                 a = a_held.copy()
                 a[:, 1 + cols] = 0.0
                 pred[:, cols] = maps.predict(a, x[[where[known[c]] for c in cols]])
             errors[(k, ridge)] = domain_error(pred, truth, domains)
+    return _best(errors)
+
+
+def unseen_fold_maps(stats: AnswerStats, x: np.ndarray, rows: Mapping[int, int], components: int,
+                     ridge: float) -> list[HeadMaps]:
+    """Per item fold ``g`` of the known statements (:func:`item_folds`), at index ``g``: the maps fitted on
+    ``stats`` without that fold's statements among the targets, i.e. maps that never learned them (``rows``:
+    statement id -> its row of ``x``)."""
+    folds = item_folds(stats.known_ids)
+    out = []
+    for g in np.unique(folds):
+        left_out = {stats.known_ids[c] for c in np.flatnonzero(folds == g)}
+        kept = [t for t in stats.target_ids if t not in left_out]
+        out.append(HeadMaps.fit(stats.only(kept), x, [rows[i] for i in kept], components, ridge))
+    return out
+
+
+def _best(errors: Mapping[tuple[int, float], float]) -> tuple[int, float, dict[str, float]]:
+    """The (components, ridge) of least error (ties: fewer components, less ridge), and every error by name."""
     best = min(errors, key=lambda key: (errors[key], key))
     return best[0], best[1], {f"{k}/{ridge:g}": e for (k, ridge), e in errors.items()}

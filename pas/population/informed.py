@@ -48,6 +48,7 @@ from pas.population.bilinear import (
     item_folds,
     select_shape,
     target_ids,
+    unseen_fold_maps,
 )
 from pas.score.cache import ScorerCache
 from pas.score.metric import objective
@@ -220,12 +221,7 @@ def fit_map(scorer: ItemScorer, people: Sequence[Subject] | AnswerStats, setting
                          setting, ridge, people=stats.people, bank=bank.fingerprint(), population=population,
                          excluded=tuple(excluded))
     if gain is None and shift is None and choose:
-        folds = item_folds(stats.known_ids)
-        unseen = []  # per item fold, the map that never learned those statements
-        for g in np.unique(folds):
-            left_out = {stats.known_ids[c] for c in np.flatnonzero(folds == g)}
-            kept = [t for t in stats.target_ids if t not in left_out]
-            unseen.append(HeadMaps.fit(stats.only(kept), x, [where[i] for i in kept], components, ridge))
+        unseen = unseen_fold_maps(stats, x, where, components, ridge)
         gain, shift = choose_gain(scorer, pmap, choose[:GAIN_PEOPLE], unseen)
     return dataclasses.replace(pmap, gain=pmap.gain if gain is None else gain,
                                shift=pmap.shift if shift is None else shift)
